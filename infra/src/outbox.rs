@@ -1,0 +1,105 @@
+//! The transactional outbox.
+//!
+//! A write that must produce an event calls [`enqueue`] inside the same
+//! database transaction as the change it describes, so the event exists if
+//! and only if the change committed. The [`Relay`] publishes the rows later;
+//! that is what lets the API answer 2xx while the broker is down.
+
+mod relay;
+
+pub use relay::{Relay, RelayConfig, RelayError};
+
+use sqlx::PgConnection;
+use taskflow_schemas::Event;
+
+/// The channel the relay listens on; `NOTIFY` is delivered at commit, so the
+/// relay wakes exactly when new rows become visible instead of polling.
+pub const NOTIFY_CHANNEL: &str = "taskflow_outbox";
+
+/// Inserts `event` into the outbox in the caller's transaction.
+///
+/// `traceparent` is the W3C trace context of the request that caused the
+/// event; without one, a context is derived from the event id so every event
+/// still carries a valid, unique `traceparent` header.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    topic: &str,
+    event: &Event,
+    traceparent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let meta = event.metadata();
+    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let traceparent = traceparent
+        .filter(|t| is_valid_traceparent(t))
+        .map(str::to_owned)
+        .unwrap_or_else(|| traceparent_for(meta.event_id));
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(meta.event_id)
+    .bind(topic)
+    .bind(event.key())
+    .bind(event.event_type().as_str())
+    .bind(payload)
+    .bind(traceparent)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A W3C `traceparent` whose trace id is the event id and whose span id is
+/// taken from its random tail, so it is unique and never all zeros.
+pub fn traceparent_for(event_id: uuid::Uuid) -> String {
+    let bytes = event_id.as_bytes();
+    let span: String = bytes[8..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("00-{}-{span}-01", event_id.simple())
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids, per W3C Trace Context.
+pub fn is_valid_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_traceparent_is_valid_and_unique() {
+        let a = traceparent_for(uuid::Uuid::now_v7());
+        let b = traceparent_for(uuid::Uuid::now_v7());
+        assert!(is_valid_traceparent(&a), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn malformed_traceparents_are_refused() {
+        assert!(is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad}");
+        }
+    }
+}

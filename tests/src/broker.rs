@@ -1,0 +1,195 @@
+//! Broker fixtures: topic creation, a plain rdkafka consumer that records what
+//! arrived, and a tansu process a test can stop and start again.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{Consumer, StreamConsumer},
+    message::{Headers, Message},
+    ClientConfig,
+};
+use tokio::process::{Child, Command};
+
+/// The broker under test: `TASKFLOW_TEST_BROKERS` (set by `.ci/run`, or a
+/// docker-compose Redpanda).
+pub fn brokers() -> String {
+    std::env::var("TASKFLOW_TEST_BROKERS").expect(
+        "TASKFLOW_TEST_BROKERS is not set: run the tests through .ci/run, or point it at a Kafka-protocol broker",
+    )
+}
+
+pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .expect("create topic request");
+    for r in results {
+        if let Err((t, e)) = r {
+            if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                panic!("create topic {t}: {e}");
+            }
+        }
+    }
+    // Wait until the topic's partitions show up in metadata.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5));
+        if let Ok(md) = md {
+            if md.topics().iter().any(|t| t.name() == name && t.partitions().len() == partitions as usize) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "topic {name} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A message as a plain consumer saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A consumer in its own group reading a topic from the beginning.
+pub struct Collector {
+    consumer: StreamConsumer,
+}
+
+impl Collector {
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", crate::unique("collector"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "range")
+            .create()
+            .expect("collector consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        Self { consumer }
+    }
+
+    /// Receives until `n` messages arrived or `timeout` passed.
+    pub async fn collect(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(m)) => out.push(Received {
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                }),
+                Ok(Err(e)) => tracing::debug!(error = %e, "collector receive error"),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Keeps receiving for `quiet` and returns whatever else arrived: used to
+    /// prove that nothing beyond the expected messages was produced.
+    pub async fn drain_extra(&self, quiet: Duration) -> Vec<Received> {
+        self.collect(usize::MAX, quiet).await
+    }
+}
+
+/// A tansu broker owned by one test, with its sqlite store in a temporary
+/// directory so it keeps records and offsets across `stop` and `start`.
+pub struct TansuBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TansuBroker {
+    pub fn binary() -> PathBuf {
+        std::env::var_os("TASKFLOW_TEST_TANSU_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("tansu"))
+    }
+
+    pub async fn start_new() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut broker = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        broker.start().await;
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
+        let child = Command::new(Self::binary())
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e} (set TASKFLOW_TEST_TANSU_BIN)", Self::binary()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(self.address()).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: nothing is flushed or handed over, the harshest stop.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
+    }
+}
