@@ -1,0 +1,443 @@
+//! Accounts and bearer tokens.
+//!
+//! Passwords are hashed with Argon2id (default parameters, on the blocking
+//! pool: hashing is deliberately slow). Access tokens are HS256 JWTs whose
+//! `sub` is the user id. Validation pins the algorithm list to HS256, so a
+//! token claiming `alg: none` or an asymmetric algorithm is refused before any
+//! signature logic runs, and requires `exp` and `sub`.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::{
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+use axum::{
+    extract::{FromRequestParts, State},
+    http::{header, request::Parts, StatusCode},
+    Json,
+};
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    config::JwtSecret,
+    extract::JsonBody,
+    problem::{ApiError, FieldError, Problem},
+};
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 256;
+pub const EMAIL_MAX_CHARS: usize = 254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("could not sign a token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("invalid token: {0}")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("the token subject is not a user id")]
+    BadSubject,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// JWT claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id (UUID, hyphenated).
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the epoch.
+    pub iat: i64,
+}
+
+/// Signs and verifies access tokens.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtKeys {
+    pub fn new(secret: &JwtSecret, ttl_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Pinned: only HS256. jsonwebtoken rejects any header alg not listed.
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        // We issue and verify on the same clocks; no grace period for expiry.
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            ttl_secs,
+        }
+    }
+
+    /// A random 256-bit secret, for when none is configured.
+    pub fn random_secret() -> JwtSecret {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        JwtSecret::new(bytes.to_vec())
+    }
+
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    pub fn issue(&self, user_id: Uuid) -> Result<String, AuthError> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iat: now,
+            exp: now.saturating_add(i64::try_from(self.ttl_secs).unwrap_or(i64::MAX)),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(AuthError::Sign)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(AuthError::Invalid)?;
+        Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::BadSubject)
+    }
+}
+
+/// The authenticated caller of a `/tasks` route.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized(
+                "missing Authorization: Bearer <token>",
+            ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header is not a Bearer token",
+            ))?;
+        match state.jwt.verify(token) {
+            Ok(user_id) => Ok(AuthUser { user_id }),
+            Err(e) => {
+                tracing::debug!(error = %e, "rejected bearer token");
+                Err(ApiError::Unauthorized("the token is invalid or expired"))
+            }
+        }
+    }
+}
+
+/// Body of signup and login.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct Credentials {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// 8 to 256 characters.
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// Validates the credentials body; the email is trimmed, the password is
+/// taken as sent.
+pub fn validate_credentials(
+    body: &serde_json::Value,
+    check_password_rules: bool,
+) -> Result<Credentials, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let email = match obj.get("email").and_then(|v| v.as_str()).map(str::trim) {
+        Some(e)
+            if !e.is_empty()
+                && e.chars().count() <= EMAIL_MAX_CHARS
+                && e.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                && !e.chars().any(char::is_whitespace) =>
+        {
+            e.to_owned()
+        }
+        _ => {
+            errors.push(FieldError::new("email", "must be an email address"));
+            String::new()
+        }
+    };
+    let password = match obj.get("password").and_then(|v| v.as_str()) {
+        Some(p) if !check_password_rules && !p.is_empty() => p.to_owned(),
+        Some(p) if (PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&p.chars().count()) => {
+            p.to_owned()
+        }
+        _ => {
+            errors.push(FieldError::new(
+                "password",
+                format!("must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters"),
+            ));
+            String::new()
+        }
+    };
+    if errors.is_empty() {
+        Ok(Credentials { email, password })
+    } else {
+        Err(errors)
+    }
+}
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| AuthError::Hash(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("hashing task panicked: {e}")))?
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// A hash of a random password, verified against when the email is unknown so
+/// that "no such user" and "wrong password" take the same time.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(Uuid::new_v4().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verification task panicked: {e}")))
+}
+
+async fn insert_user<'e>(
+    ex: impl PgExecutor<'e>,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(email)
+        .bind(password_hash)
+        .execute(ex)
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    password_hash: String,
+}
+
+async fn find_user_by_email<'e>(
+    ex: impl PgExecutor<'e>,
+    email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = lower($1)")
+        .bind(email)
+        .fetch_optional(ex)
+        .await
+}
+
+/// Create an account.
+#[utoipa::path(
+    post, path = "/auth/signup", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, body = UserResponse),
+        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signup(
+    State(state): State<AppState>,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
+    let creds = validate_credentials(&body.value, true).map_err(ApiError::Validation)?;
+    let hash = hash_password(creds.password).await?;
+    let id = Uuid::now_v7();
+    if !insert_user(&state.pool, id, &creds.email, &hash).await? {
+        return Err(ApiError::Conflict(
+            "an account with this email already exists".into(),
+        ));
+    }
+    tracing::info!(user_id = %id, "user signed up");
+    Ok((
+        StatusCode::CREATED,
+        Json(UserResponse {
+            id,
+            email: creds.email,
+        }),
+    ))
+}
+
+/// Exchange credentials for an access token.
+#[utoipa::path(
+    post, path = "/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "Unknown email or wrong password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    body: JsonBody,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let creds = validate_credentials(&body.value, false).map_err(ApiError::Validation)?;
+    let user = find_user_by_email(&state.pool, &creds.email).await?;
+    let (user_id, hash) = match user {
+        Some(u) => (Some(u.id), u.password_hash),
+        None => (None, dummy_hash().to_owned()),
+    };
+    let ok = verify_password(creds.password, hash).await?;
+    let user_id = match (ok, user_id) {
+        (true, Some(id)) => id,
+        _ => return Err(ApiError::Unauthorized("unknown email or wrong password")),
+    };
+    let access_token = state
+        .jwt
+        .issue(user_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: state.jwt.ttl_secs(),
+    }))
+}
+
+/// Shared so the extractor and handlers can hold it cheaply.
+pub type SharedJwt = Arc<JwtKeys>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    use serde_json::json;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&JwtSecret::new("test-secret-test-secret-test-secret"), 60)
+    }
+
+    #[test]
+    fn issued_token_verifies() {
+        let k = keys();
+        let id = Uuid::now_v7();
+        assert_eq!(k.verify(&k.issue(id).unwrap()).unwrap(), id);
+    }
+
+    #[test]
+    fn other_secret_none_and_expired_are_rejected() {
+        let k = keys();
+        let other = JwtKeys::new(&JwtSecret::new("another-secret"), 60);
+        let id = Uuid::now_v7();
+        assert!(k.verify(&other.issue(id).unwrap()).is_err());
+
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(
+            json!({"sub": id.to_string(), "exp": Utc::now().timestamp() + 600}).to_string(),
+        );
+        assert!(k.verify(&format!("{header}.{claims}.")).is_err());
+
+        let expired = Claims {
+            sub: id.to_string(),
+            exp: Utc::now().timestamp() - 10,
+            iat: Utc::now().timestamp() - 100,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret(b"test-secret-test-secret-test-secret"),
+        )
+        .unwrap();
+        assert!(k.verify(&token).is_err());
+    }
+
+    #[test]
+    fn missing_sub_is_rejected() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": Utc::now().timestamp() + 600}),
+            &EncodingKey::from_secret(b"test-secret-test-secret-test-secret"),
+        )
+        .unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn credentials_validation() {
+        assert!(
+            validate_credentials(&json!({"email": "a@b.c", "password": "longenough"}), true)
+                .is_ok()
+        );
+        let e =
+            validate_credentials(&json!({"email": "nope", "password": "short"}), true).unwrap_err();
+        assert_eq!(e.len(), 2);
+        // login does not re-apply the signup password rules
+        assert!(validate_credentials(&json!({"email": "a@b.c", "password": "x"}), false).is_ok());
+    }
+}

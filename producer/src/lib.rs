@@ -1,0 +1,20 @@
+//! The Taskflow task API: HTTP (axum), accounts and bearer tokens, the task
+//! store, and the transactional outbox writes that turn every change into an
+//! event. The binary (`taskflow-api`) is a thin `main` over [`Application`].
+//!
+//! Module map: [`config`] settings from the environment; [`app`] router and
+//! lifecycle; [`auth`] signup/login/JWT; [`tasks`] model, validation, store,
+//! write flows and handlers; [`extract`] problem-returning extractors;
+//! [`problem`] problem+json errors; [`openapi`]; [`metrics`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod tasks;
+
+pub use app::{router, AppState, Application};
+pub use config::Settings;

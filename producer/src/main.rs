@@ -1,0 +1,65 @@
+//! `taskflow-api`: the HTTP API plus its admin server.
+
+use anyhow::Context;
+use taskflow_infra::{
+    config::{env_or, KafkaSettings},
+    outbox::{Relay, RelayConfig},
+};
+use taskflow_producer::{Application, Settings};
+use taskflow_schemas::Codec;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    taskflow_infra::telemetry::init_tracing();
+    let settings = Settings::from_env().context("reading TASKFLOW_* settings")?;
+    let registry = prometheus::Registry::new();
+    let shutdown = taskflow_infra::shutdown::on_signal();
+
+    let admin_addr = settings.admin_addr;
+    let app = Application::build(settings, registry.clone())
+        .await
+        .context("building the API")?;
+
+    let pool = app.pool();
+    let ready: taskflow_infra::admin::ReadyCheck = std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("database: {e}"))
+        })
+    });
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding the admin server on {admin_addr}"))?;
+    let admin = tokio::spawn(taskflow_infra::admin::serve(
+        admin_listener,
+        registry.clone(),
+        ready,
+        shutdown.clone(),
+    ));
+
+    // The relay runs beside the API: the API only writes PostgreSQL, so it
+    // keeps answering while the broker or the registry is down.
+    let kafka = KafkaSettings::from_env("taskflow-api").context("reading Kafka settings")?;
+    let registry_url: String = env_or(
+        "TASKFLOW_SCHEMA_REGISTRY_URL",
+        "http://localhost:8081".to_owned(),
+    )?;
+    let relay = Relay::new(
+        app.pool(),
+        &kafka,
+        Codec::new(&registry_url),
+        RelayConfig::from_env().context("reading outbox settings")?,
+        &registry,
+    )
+    .context("creating the outbox relay")?;
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+
+    app.run_until(shutdown).await?;
+    relay.await.context("outbox relay task")?;
+    admin.await.context("admin server task")??;
+    Ok(())
+}

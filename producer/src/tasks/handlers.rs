@@ -1,0 +1,285 @@
+//! HTTP handlers: extract, call the service, shape the response.
+
+use axum::{
+    extract::{Query, State},
+    http::{header, HeaderValue, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use super::{
+    model::{CreateTaskRequest, PatchTaskRequest, Task, TaskPage, TaskResponse},
+    service::{self, CreateOutcome, Transition, Writer},
+    store,
+    validate::{parse_list_query, Cursor},
+};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    extract::{IdempotencyKey, JsonBody, Precondition, RequestContext, TaskId},
+    problem::{ApiError, Problem},
+};
+
+fn etag_value(version: i64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("\"{version}\"")).ok()
+}
+
+fn task_response(status: StatusCode, task: &Task) -> Response {
+    let mut resp = (status, Json(TaskResponse::from(task))).into_response();
+    if let Some(v) = etag_value(task.version) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+fn location(id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("/tasks/{id}")).ok()
+}
+
+/// Create a task.
+#[utoipa::path(
+    post, path = "/tasks", tag = "tasks",
+    request_body = CreateTaskRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Retries with the same key and body return the first response and create nothing")),
+    responses(
+        (status = 201, description = "Created", body = TaskResponse,
+         headers(("ETag" = String, description = "\"<version>\""), ("Location" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: RequestContext,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    match service::create(&state, &writer, &body, key.as_deref()).await? {
+        CreateOutcome::Created(task) => {
+            let mut resp = task_response(StatusCode::CREATED, &task);
+            if let Some(v) = location(&task.id.to_string()) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(resp)
+        }
+        CreateOutcome::Replayed { status, body } => {
+            let version = body.get("version").and_then(|v| v.as_i64());
+            let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+            let mut resp = (status, Json(body)).into_response();
+            let headers = resp.headers_mut();
+            if let Some(v) = version.and_then(etag_value) {
+                headers.insert(header::ETAG, v);
+            }
+            if let Some(v) = id.as_deref().and_then(location) {
+                headers.insert(header::LOCATION, v);
+            }
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+    }
+}
+
+/// Get one task.
+#[utoipa::path(
+    get, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, body = TaskResponse, headers(("ETag" = String))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, deleted, or another user's task", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    TaskId(id): TaskId,
+) -> Result<Response, ApiError> {
+    let task = service::get(&state, user.user_id, id).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Query parameters of `GET /tasks` (documentation).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParamsDoc {
+    /// `open` or `completed`.
+    status: Option<String>,
+    /// Tasks carrying this tag; repeat to require several.
+    tag: Option<String>,
+    /// `low`, `medium`, `high` or `urgent`.
+    priority: Option<String>,
+    /// RFC 3339 with offset; due strictly after.
+    due_after: Option<String>,
+    /// RFC 3339 with offset; due strictly before.
+    due_before: Option<String>,
+    /// Case-insensitive substring of title or description.
+    q: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List tasks, oldest first, filtered (all filters AND together).
+#[utoipa::path(
+    get, path = "/tasks", tag = "tasks",
+    params(ListParamsDoc),
+    responses(
+        (status = 200, body = TaskPage),
+        (status = 400, description = "Unparseable query string", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    user: AuthUser,
+    uri: Uri,
+) -> Result<Json<TaskPage>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
+    let query = parse_list_query(&pairs).map_err(ApiError::Validation)?;
+    let mut tasks = store::list_tasks(&state.pool, user.user_id, &query).await?;
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let next_cursor = if tasks.len() > limit {
+        tasks.truncate(limit);
+        tasks.last().map(|t| {
+            Cursor {
+                created_at: t.created_at,
+                id: t.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(TaskPage {
+        items: tasks.iter().map(TaskResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Change fields (merge patch). A patch that changes nothing returns 200
+/// without a new version or event.
+#[utoipa::path(
+    patch, path = "/tasks/{id}", tag = "tasks",
+    request_body(content = PatchTaskRequest, content_type = "application/json"),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "\"<version>\"")),
+    responses(
+        (status = 200, body = TaskResponse, headers(("ETag" = String))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: RequestContext,
+    TaskId(id): TaskId,
+    Precondition(if_match): Precondition,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    let task = service::update(&state, &writer, id, if_match.as_ref(), &body).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Delete a task (it reads 404 afterwards).
+#[utoipa::path(
+    delete, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: RequestContext,
+    TaskId(id): TaskId,
+    Precondition(if_match): Precondition,
+) -> Result<StatusCode, ApiError> {
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    service::delete(&state, &writer, id, if_match.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Mark a task completed.
+#[utoipa::path(
+    post, path = "/tasks/{id}/complete", tag = "tasks",
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, body = TaskResponse, headers(("ETag" = String))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: RequestContext,
+    TaskId(id): TaskId,
+    Precondition(if_match): Precondition,
+) -> Result<Response, ApiError> {
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    let task =
+        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Complete).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Reopen a completed task.
+#[utoipa::path(
+    post, path = "/tasks/{id}/reopen", tag = "tasks",
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, body = TaskResponse, headers(("ETag" = String))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already open", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reopen_task(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: RequestContext,
+    TaskId(id): TaskId,
+    Precondition(if_match): Precondition,
+) -> Result<Response, ApiError> {
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    let task =
+        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Reopen).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}

@@ -1,0 +1,19 @@
+//! Tasks: the model and its validation (pure), the store (SQL), the write
+//! flows that pair each change with its outbox event, and thin handlers.
+
+pub mod handlers;
+pub mod model;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+use crate::problem::ApiError;
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::Sql(e) => ApiError::from(e),
+            corrupt @ store::StoreError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
+        }
+    }
+}

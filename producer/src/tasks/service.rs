@@ -1,0 +1,289 @@
+//! The write flows. Each one runs in a single transaction: lock/read the
+//! task, check the precondition, write the task, enqueue its event in the
+//! outbox, commit. So a 2xx implies the event will be published, and a
+//! failure anywhere writes nothing.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::PgConnection;
+use taskflow_infra::outbox;
+use taskflow_schemas::{
+    Event, EventMetadata, TaskCompleted, TaskCreated, TaskDeleted, TaskReopened, TaskStatus,
+    TaskUpdated,
+};
+use uuid::Uuid;
+
+use super::{
+    model::{Task, TaskResponse},
+    store,
+    validate::{compute_changes, validate_create, validate_patch},
+};
+use crate::{
+    app::AppState,
+    extract::{IfMatch, JsonBody, RequestContext},
+    problem::ApiError,
+};
+
+/// PostgreSQL keeps microseconds; truncating here makes the instant we
+/// answer and publish identical to the one a later read returns.
+pub fn now_micros() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Who is writing and on behalf of which request.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub user_id: Uuid,
+    pub ctx: RequestContext,
+}
+
+fn metadata(task: &Task, writer: &Writer, now: DateTime<Utc>) -> EventMetadata {
+    EventMetadata {
+        event_id: Uuid::now_v7(),
+        occurred_at: now,
+        user_id: task.user_id,
+        task_id: task.id,
+        version: task.version,
+        correlation_id: writer.ctx.correlation_id.clone(),
+        causation_id: None,
+    }
+}
+
+async fn enqueue(
+    conn: &mut PgConnection,
+    state: &AppState,
+    writer: &Writer,
+    event: &Event,
+) -> Result<(), ApiError> {
+    outbox::enqueue(conn, &state.topic, event, writer.ctx.traceparent.as_deref()).await?;
+    Ok(())
+}
+
+fn check_precondition(if_match: Option<&IfMatch>, current: i64) -> Result<(), ApiError> {
+    match if_match {
+        Some(m) if !m.matches(current) => Err(ApiError::PreconditionFailed { current }),
+        _ => Ok(()),
+    }
+}
+
+/// What `POST /tasks` answers.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Box<Task>),
+    /// A retry of an earlier request with the same Idempotency-Key and body.
+    Replayed {
+        status: StatusCode,
+        body: serde_json::Value,
+    },
+}
+
+pub async fn create(
+    state: &AppState,
+    writer: &Writer,
+    body: &JsonBody,
+    idempotency_key: Option<&str>,
+) -> Result<CreateOutcome, ApiError> {
+    let now = now_micros();
+    let fields = validate_create(&body.value, now).map_err(ApiError::Validation)?;
+    let task = Task {
+        id: Uuid::now_v7(),
+        user_id: writer.user_id,
+        fields,
+        status: TaskStatus::Open,
+        version: 1,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let response = serde_json::to_value(TaskResponse::from(&task))
+        .map_err(|e| ApiError::Internal(format!("serialising a task: {e}")))?;
+
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = idempotency_key {
+        // Claim the key first: a concurrent retry blocks on it until we commit,
+        // then finds our stored response instead of creating a second task.
+        let claimed = store::claim_idempotency_key(
+            &mut tx,
+            writer.user_id,
+            key,
+            &body.sha256,
+            StatusCode::CREATED.as_u16() as i16,
+            &response,
+        )
+        .await?;
+        if !claimed {
+            tx.rollback().await?;
+            return replay(state, writer.user_id, key, &body.sha256).await;
+        }
+    }
+    store::insert_task(&mut tx, &task).await?;
+    let event = Event::TaskCreated(TaskCreated {
+        metadata: metadata(&task, writer, now),
+        task: task.snapshot(),
+    });
+    enqueue(&mut tx, state, writer, &event).await?;
+    tx.commit().await?;
+    Ok(CreateOutcome::Created(Box::new(task)))
+}
+
+async fn replay(
+    state: &AppState,
+    user_id: Uuid,
+    key: &str,
+    request_hash: &str,
+) -> Result<CreateOutcome, ApiError> {
+    let stored = store::get_idempotent_response(&state.pool, user_id, key)
+        .await?
+        .ok_or_else(|| ApiError::Internal("idempotency key vanished after a conflict".into()))?;
+    if stored.request_hash != request_hash {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let status = u16::try_from(stored.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| ApiError::Internal("stored idempotent status is invalid".into()))?;
+    Ok(CreateOutcome::Replayed {
+        status,
+        body: stored.response_body.0,
+    })
+}
+
+pub async fn get(state: &AppState, user_id: Uuid, id: Uuid) -> Result<Task, ApiError> {
+    store::get_task(&state.pool, user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// Applies a merge patch. A patch that changes nothing answers the current
+/// task without a new version or event.
+pub async fn update(
+    state: &AppState,
+    writer: &Writer,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+    body: &JsonBody,
+) -> Result<Task, ApiError> {
+    let now = now_micros();
+    let mut tx = state.pool.begin().await?;
+    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    check_precondition(if_match, current.version)?;
+    let fields = validate_patch(&current.fields, &body.value, now).map_err(ApiError::Validation)?;
+    let changes = compute_changes(&current.fields, &fields);
+    if changes.is_empty() {
+        tx.rollback().await?;
+        return Ok(current);
+    }
+    let next = Task {
+        fields,
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    if !store::update_task(&mut tx, &next, current.version).await? {
+        return Err(ApiError::PreconditionFailed {
+            current: current.version,
+        });
+    }
+    let event = Event::TaskUpdated(TaskUpdated {
+        metadata: metadata(&next, writer, now),
+        changes,
+        task: next.snapshot(),
+    });
+    enqueue(&mut tx, state, writer, &event).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// The state change `complete` or `reopen` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Complete,
+    Reopen,
+}
+
+pub async fn transition(
+    state: &AppState,
+    writer: &Writer,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+    to: Transition,
+) -> Result<Task, ApiError> {
+    let now = now_micros();
+    let mut tx = state.pool.begin().await?;
+    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    check_precondition(if_match, current.version)?;
+    let (status, completed_at) = match (to, current.status) {
+        (Transition::Complete, TaskStatus::Completed) => {
+            return Err(ApiError::Conflict("the task is already completed".into()))
+        }
+        (Transition::Reopen, TaskStatus::Open) => {
+            return Err(ApiError::Conflict("the task is already open".into()))
+        }
+        (Transition::Complete, TaskStatus::Open) => (TaskStatus::Completed, Some(now)),
+        (Transition::Reopen, TaskStatus::Completed) => (TaskStatus::Open, None),
+    };
+    let next = Task {
+        status,
+        completed_at,
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    if !store::update_task(&mut tx, &next, current.version).await? {
+        return Err(ApiError::PreconditionFailed {
+            current: current.version,
+        });
+    }
+    let metadata = metadata(&next, writer, now);
+    let event = match to {
+        Transition::Complete => Event::TaskCompleted(TaskCompleted {
+            metadata,
+            completed_at: now,
+            task: next.snapshot(),
+        }),
+        Transition::Reopen => Event::TaskReopened(TaskReopened {
+            metadata,
+            task: next.snapshot(),
+        }),
+    };
+    enqueue(&mut tx, state, writer, &event).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Soft delete: the row stays (so versions stay monotonic) but reads 404.
+pub async fn delete(
+    state: &AppState,
+    writer: &Writer,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+) -> Result<(), ApiError> {
+    let now = now_micros();
+    let mut tx = state.pool.begin().await?;
+    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    check_precondition(if_match, current.version)?;
+    let gone = Task {
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    if !store::soft_delete(&mut tx, &gone, current.version, now).await? {
+        return Err(ApiError::PreconditionFailed {
+            current: current.version,
+        });
+    }
+    let event = Event::TaskDeleted(TaskDeleted {
+        metadata: metadata(&gone, writer, now),
+        deleted_at: now,
+        task: gone.snapshot(),
+    });
+    enqueue(&mut tx, state, writer, &event).await?;
+    tx.commit().await?;
+    Ok(())
+}

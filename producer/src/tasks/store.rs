@@ -1,0 +1,291 @@
+//! Task and idempotency-key persistence (sqlx runtime queries; no
+//! compile-time database needed). Writes take a `&mut PgConnection` so the
+//! caller decides the transaction, and the outbox row joins the same one.
+
+use chrono::{DateTime, Utc};
+use sqlx::{types::Json, FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use taskflow_schemas::{Recurrence, ReminderSpec};
+use uuid::Uuid;
+
+use super::{
+    model::{parse_priority, parse_status, priority_str, status_str, Task, TaskFields},
+    validate::{like_pattern, ListQuery},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("task {id} has an invalid stored {column}: {value:?}")]
+    Corrupt {
+        id: Uuid,
+        column: &'static str,
+        value: String,
+    },
+}
+
+const TASK_COLUMNS: &str = "id, user_id, title, description, status, due_at, priority, tags, \
+     recurrence, reminders, version, completed_at, created_at, updated_at";
+
+#[derive(Debug, FromRow)]
+struct TaskRow {
+    id: Uuid,
+    user_id: Uuid,
+    title: String,
+    description: Option<String>,
+    status: String,
+    due_at: Option<DateTime<Utc>>,
+    priority: String,
+    tags: Vec<String>,
+    recurrence: Option<Json<Recurrence>>,
+    reminders: Json<Vec<ReminderSpec>>,
+    version: i64,
+    completed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<TaskRow> for Task {
+    type Error = StoreError;
+
+    fn try_from(r: TaskRow) -> Result<Self, StoreError> {
+        let status = parse_status(&r.status).ok_or_else(|| StoreError::Corrupt {
+            id: r.id,
+            column: "status",
+            value: r.status.clone(),
+        })?;
+        let priority = parse_priority(&r.priority).ok_or_else(|| StoreError::Corrupt {
+            id: r.id,
+            column: "priority",
+            value: r.priority.clone(),
+        })?;
+        Ok(Task {
+            id: r.id,
+            user_id: r.user_id,
+            fields: TaskFields {
+                title: r.title,
+                description: r.description,
+                due_at: r.due_at,
+                priority,
+                tags: r.tags,
+                recurrence: r.recurrence.map(|j| j.0),
+                reminders: r.reminders.0,
+            },
+            status,
+            version: r.version,
+            completed_at: r.completed_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
+         recurrence, reminders, version, completed_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(&t.fields.title)
+    .bind(&t.fields.description)
+    .bind(status_str(t.status))
+    .bind(t.fields.due_at)
+    .bind(priority_str(t.fields.priority))
+    .bind(&t.fields.tags)
+    .bind(t.fields.recurrence.as_ref().map(Json))
+    .bind(Json(&t.fields.reminders))
+    .bind(t.version)
+    .bind(t.completed_at)
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A live task of `user_id`. Another user's task and a deleted task are both
+/// simply absent, so callers answer 404 and never leak existence.
+pub async fn get_task<'e>(
+    ex: impl PgExecutor<'e>,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Task>, StoreError> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
+    );
+    let row: Option<TaskRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(ex)
+        .await?;
+    row.map(Task::try_from).transpose()
+}
+
+/// Like [`get_task`], and locks the row until the transaction ends so the
+/// version check and the update cannot interleave with another writer.
+pub async fn get_task_for_update(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Task>, StoreError> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks \
+         WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE"
+    );
+    let row: Option<TaskRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(Task::try_from).transpose()
+}
+
+/// Writes every mutable column of `t`. `expected_version` guards against a
+/// writer that skipped the row lock; 0 rows means the caller lost a race.
+pub async fn update_task(
+    conn: &mut PgConnection,
+    t: &Task,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tasks SET title = $3, description = $4, status = $5, due_at = $6, priority = $7, \
+         tags = $8, recurrence = $9, reminders = $10, version = $11, completed_at = $12, \
+         updated_at = $13 \
+         WHERE id = $1 AND user_id = $2 AND version = $14 AND deleted_at IS NULL",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(&t.fields.title)
+    .bind(&t.fields.description)
+    .bind(status_str(t.status))
+    .bind(t.fields.due_at)
+    .bind(priority_str(t.fields.priority))
+    .bind(&t.fields.tags)
+    .bind(t.fields.recurrence.as_ref().map(Json))
+    .bind(Json(&t.fields.reminders))
+    .bind(t.version)
+    .bind(t.completed_at)
+    .bind(t.updated_at)
+    .bind(expected_version)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn soft_delete(
+    conn: &mut PgConnection,
+    t: &Task,
+    expected_version: i64,
+    deleted_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tasks SET deleted_at = $3, version = $4, updated_at = $3 \
+         WHERE id = $1 AND user_id = $2 AND version = $5 AND deleted_at IS NULL",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(deleted_at)
+    .bind(t.version)
+    .bind(expected_version)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One page in (created_at, id) order; fetches `limit + 1` rows so the
+/// caller knows whether another page exists.
+pub async fn list_tasks<'e>(
+    ex: impl PgExecutor<'e>,
+    user_id: Uuid,
+    q: &ListQuery,
+) -> Result<Vec<Task>, StoreError> {
+    let mut b: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE deleted_at IS NULL AND user_id = "
+    ));
+    b.push_bind(user_id);
+    if let Some(s) = q.status {
+        b.push(" AND status = ").push_bind(status_str(s));
+    }
+    if !q.tags.is_empty() {
+        b.push(" AND tags @> ").push_bind(q.tags.clone());
+    }
+    if let Some(p) = q.priority {
+        b.push(" AND priority = ").push_bind(priority_str(p));
+    }
+    if let Some(t) = q.due_after {
+        b.push(" AND due_at > ").push_bind(t);
+    }
+    if let Some(t) = q.due_before {
+        b.push(" AND due_at < ").push_bind(t);
+    }
+    if let Some(needle) = &q.q {
+        let pattern = like_pattern(needle);
+        b.push(" AND (title ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR description ILIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(c) = q.cursor {
+        b.push(" AND (created_at, id) > (")
+            .push_bind(c.created_at)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    b.push(" ORDER BY created_at, id LIMIT ")
+        .push_bind(q.limit + 1);
+    let rows: Vec<TaskRow> = b.build_query_as().fetch_all(ex).await?;
+    rows.into_iter().map(Task::try_from).collect()
+}
+
+/// The stored outcome of a request made with an Idempotency-Key.
+#[derive(Debug, Clone, FromRow)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub response_status: i16,
+    pub response_body: Json<serde_json::Value>,
+}
+
+/// Claims `(user_id, key)` inside the caller's transaction. Returns false if
+/// the key already exists; when another transaction holds it uncommitted,
+/// PostgreSQL blocks here until that one commits (false) or aborts (true),
+/// which is what serialises two concurrent retries.
+pub async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    key: &str,
+    request_hash: &str,
+    status: i16,
+    body: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, response_body) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(request_hash)
+    .bind(status)
+    .bind(Json(body))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_idempotent_response<'e>(
+    ex: impl PgExecutor<'e>,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys \
+         WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(ex)
+    .await?)
+}

@@ -1,0 +1,15 @@
+//! API integration tests: one binary, a fresh PostgreSQL database per test.
+//! Needs PostgreSQL at postgres://postgres@127.0.0.1:5432/postgres or
+//! TASKFLOW_TEST_DATABASE_URL (an admin URL allowed to CREATE DATABASE).
+
+// A panic is how a test fails, and helpers are shared between modules of this
+// one binary, so these two workspace lints do not apply here.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod auth;
+mod bad_input;
+mod helpers;
+mod idempotency;
+mod list;
+mod observability;
+mod tasks;
