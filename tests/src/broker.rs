@@ -67,6 +67,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     pub partition: i32,
     pub offset: i64,
+    /// When this consumer received it, for latency figures.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A consumer in its own group reading a topic from the beginning.
@@ -86,6 +88,22 @@ impl Collector {
             .expect("collector consumer");
         consumer.subscribe(&[topic]).expect("subscribe");
         Self { consumer }
+    }
+
+    /// Polls until the group has assigned partitions to this consumer, so a
+    /// measurement does not include the group join. Only for empty topics:
+    /// a message arriving meanwhile would be consumed here, so it panics.
+    pub async fn wait_for_assignment(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "collector was never assigned partitions");
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await {
+                panic!("wait_for_assignment on a non-empty topic (offset {})", m.offset());
+            }
+        }
     }
 
     /// Receives until `n` messages arrived or `timeout` passed.
@@ -116,6 +134,7 @@ impl Collector {
                         .unwrap_or_default(),
                     partition: m.partition(),
                     offset: m.offset(),
+                    received_at: chrono::Utc::now(),
                 }),
                 Ok(Err(e)) => tracing::debug!(error = %e, "collector receive error"),
                 Err(_) => break,

@@ -1,0 +1,92 @@
+//! The API and the outbox relay assembled in-process, as `taskflow-api`'s
+//! `main` does, against a fresh database and a topic of the test's own.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use taskflow_infra::{
+    config::KafkaSettings,
+    outbox::{Relay, RelayConfig},
+};
+use taskflow_producer::{config::JwtSecret, Application, Settings};
+use taskflow_schemas::Codec;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::TestDb;
+
+pub struct TestSystem {
+    pub api: String,
+    pub db: TestDb,
+    pub topic: String,
+    pub codec: Codec,
+    pub http: reqwest::Client,
+    pub metrics: prometheus::Registry,
+    shutdown: CancellationToken,
+}
+
+impl TestSystem {
+    /// Starts API + relay publishing to `topic` on `brokers`.
+    pub async fn start(brokers: &str, topic: &str) -> Self {
+        crate::init_test_logging();
+        let db = crate::db::fresh().await;
+        let registry_url = crate::registry::registry_url().await;
+        let codec = Codec::new(&registry_url);
+        let metrics = prometheus::Registry::new();
+        let mut settings = Settings::new(db.url.clone());
+        settings.topic_task_events = topic.to_owned();
+        settings.jwt_secret = Some(JwtSecret::new(uuid::Uuid::new_v4().as_bytes().to_vec()));
+        let app = Application::build(settings, metrics.clone())
+            .await
+            .expect("build API");
+        let api = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = CancellationToken::new();
+        let relay_config = RelayConfig {
+            idle_poll: Duration::from_millis(200),
+            ..RelayConfig::default()
+        };
+        let relay = Relay::new(
+            db.pool.clone(),
+            &KafkaSettings::new(brokers, "taskflow-test-relay"),
+            codec.clone(),
+            relay_config,
+            &metrics,
+        )
+        .expect("relay");
+        tokio::spawn(relay.run(shutdown.clone()));
+        tokio::spawn(app.run_until(shutdown.clone()));
+        Self {
+            api,
+            db,
+            topic: topic.to_owned(),
+            codec,
+            http: reqwest::Client::new(),
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Signs a new user up and returns a bearer token.
+    pub async fn user(&self) -> String {
+        let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
+        let creds = json!({"email": email, "password": "a long enough passphrase"});
+        let r = self.http.post(format!("{}/auth/signup", self.api)).json(&creds).send().await.expect("signup");
+        assert!(r.status().is_success(), "signup: {}", r.status());
+        let r = self.http.post(format!("{}/auth/login", self.api)).json(&creds).send().await.expect("login");
+        assert!(r.status().is_success(), "login: {}", r.status());
+        let body: Value = r.json().await.expect("login body");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn outbox_len(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count outbox")
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
