@@ -1,0 +1,253 @@
+//! Typed events, exactly the records of `schemas/avro/*.avsc`.
+//!
+//! The same derives serve the outbox (JSON) and Kafka (Avro, through
+//! [`crate::Codec`]). Avro carries instants with microsecond precision:
+//! truncate (`chrono::SubsecRound::trunc_subsecs(6)`) before comparing a
+//! decoded event with the original.
+
+use crate::serde_util::{micros, micros_opt, uuid_str};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Envelope fields every event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// UUIDv7; consumers deduplicate effects by it.
+    #[serde(with = "uuid_str")]
+    pub event_id: Uuid,
+    #[serde(with = "micros")]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(with = "uuid_str")]
+    pub user_id: Uuid,
+    #[serde(with = "uuid_str")]
+    pub task_id: Uuid,
+    /// Per-task version, monotonically increasing.
+    pub version: i64,
+    pub correlation_id: String,
+    /// `event_id` of the event that caused this one (e.g. the completion that spawned a recurrence).
+    #[serde(default)]
+    pub causation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecurrenceMode {
+    FromDue,
+    FromCompletion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recurrence {
+    /// RFC 5545 RRULE.
+    pub rrule: String,
+    /// IANA zone the rule is evaluated in.
+    pub tz: String,
+    pub mode: RecurrenceMode,
+}
+
+/// Exactly one of the two fields is `Some` (checked at the API edge, not here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderSpec {
+    #[serde(default)]
+    pub before_seconds: Option<i64>,
+    #[serde(default, with = "micros_opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub status: TaskStatus,
+    #[serde(default, with = "micros_opt")]
+    pub due_at: Option<DateTime<Utc>>,
+    pub priority: Priority,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
+    #[serde(default)]
+    pub reminders: Vec<ReminderSpec>,
+    #[serde(default, with = "micros_opt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(with = "micros")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "micros")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One changed field; values are JSON text (`None` = absent/null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    #[serde(default)]
+    pub old_value: Option<String>,
+    #[serde(default)]
+    pub new_value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCreated {
+    pub metadata: EventMetadata,
+    pub task: TaskSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUpdated {
+    pub metadata: EventMetadata,
+    #[serde(default)]
+    pub changes: Vec<FieldChange>,
+    pub task: TaskSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCompleted {
+    pub metadata: EventMetadata,
+    #[serde(with = "micros")]
+    pub completed_at: DateTime<Utc>,
+    pub task: TaskSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReopened {
+    pub metadata: EventMetadata,
+    pub task: TaskSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDeleted {
+    pub metadata: EventMetadata,
+    #[serde(with = "micros")]
+    pub deleted_at: DateTime<Utc>,
+    pub task: TaskSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderDue {
+    pub metadata: EventMetadata,
+    /// Stable key of the reminder occurrence.
+    pub reminder_key: String,
+    #[serde(with = "micros")]
+    pub fire_at: DateTime<Utc>,
+    #[serde(default, with = "micros_opt")]
+    pub due_at: Option<DateTime<Utc>>,
+    pub title: String,
+}
+
+/// The kind of an event; one Avro record per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    TaskCreated,
+    TaskUpdated,
+    TaskCompleted,
+    TaskReopened,
+    TaskDeleted,
+    ReminderDue,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::TaskCreated,
+        EventType::TaskUpdated,
+        EventType::TaskCompleted,
+        EventType::TaskReopened,
+        EventType::TaskDeleted,
+        EventType::ReminderDue,
+    ];
+
+    /// The Kafka `event_type` header and `outbox.event_type` value; also the Avro record name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventType::TaskCreated => "TaskCreated",
+            EventType::TaskUpdated => "TaskUpdated",
+            EventType::TaskCompleted => "TaskCompleted",
+            EventType::TaskReopened => "TaskReopened",
+            EventType::TaskDeleted => "TaskDeleted",
+            EventType::ReminderDue => "ReminderDue",
+        }
+    }
+
+    /// Avro full name, e.g. `com.taskflow.events.TaskCreated`.
+    pub fn full_name(&self) -> &'static str {
+        match self {
+            EventType::TaskCreated => "com.taskflow.events.TaskCreated",
+            EventType::TaskUpdated => "com.taskflow.events.TaskUpdated",
+            EventType::TaskCompleted => "com.taskflow.events.TaskCompleted",
+            EventType::TaskReopened => "com.taskflow.events.TaskReopened",
+            EventType::TaskDeleted => "com.taskflow.events.TaskDeleted",
+            EventType::ReminderDue => "com.taskflow.events.ReminderDue",
+        }
+    }
+
+    /// Inverse of [`EventType::as_str`]; also accepts the full name.
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s || t.full_name() == s)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Any event. The JSON form (`{"type": "TaskCreated", "event": {...}}`) is the outbox payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "event")]
+pub enum Event {
+    TaskCreated(TaskCreated),
+    TaskUpdated(TaskUpdated),
+    TaskCompleted(TaskCompleted),
+    TaskReopened(TaskReopened),
+    TaskDeleted(TaskDeleted),
+    ReminderDue(ReminderDue),
+}
+
+impl Event {
+    pub fn metadata(&self) -> &EventMetadata {
+        match self {
+            Event::TaskCreated(e) => &e.metadata,
+            Event::TaskUpdated(e) => &e.metadata,
+            Event::TaskCompleted(e) => &e.metadata,
+            Event::TaskReopened(e) => &e.metadata,
+            Event::TaskDeleted(e) => &e.metadata,
+            Event::ReminderDue(e) => &e.metadata,
+        }
+    }
+
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::TaskCreated(_) => EventType::TaskCreated,
+            Event::TaskUpdated(_) => EventType::TaskUpdated,
+            Event::TaskCompleted(_) => EventType::TaskCompleted,
+            Event::TaskReopened(_) => EventType::TaskReopened,
+            Event::TaskDeleted(_) => EventType::TaskDeleted,
+            Event::ReminderDue(_) => EventType::ReminderDue,
+        }
+    }
+
+    /// Kafka key: the task id, hyphenated, so one task's events share a partition.
+    pub fn key(&self) -> String {
+        self.metadata().task_id.hyphenated().to_string()
+    }
+}
