@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
+    audit,
     auth::{self, JwtKeys, SharedJwt},
     config::Settings,
     extract::MAX_BODY_BYTES,
@@ -76,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tasks/{id}/complete", post(handlers::complete_task))
         .route("/tasks/{id}/reopen", post(handlers::reopen_task))
+        .route("/tasks/{id}/history", get(audit::handlers::task_history))
+        .route("/audit", get(audit::handlers::list_audit))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,10 +4,12 @@
 //!
 //! Module map: [`config`] settings from the environment; [`app`] router and
 //! lifecycle; [`auth`] signup/login/JWT; [`tasks`] model, validation, store,
-//! write flows and handlers; [`extract`] problem-returning extractors;
+//! write flows and handlers; [`audit`] task history and activity feed read
+//! from the audit log; [`extract`] problem-returning extractors;
 //! [`problem`] problem+json errors; [`openapi`]; [`metrics`].
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod extract;

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::{auth, problem, tasks};
+use crate::{audit, auth, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,8 @@ use crate::{auth, problem, tasks};
         tasks::handlers::delete_task,
         tasks::handlers::complete_task,
         tasks::handlers::reopen_task,
+        audit::handlers::task_history,
+        audit::handlers::list_audit,
     ),
     components(schemas(
         problem::Problem,
@@ -33,9 +35,13 @@ use crate::{auth, problem, tasks};
         tasks::model::PatchTaskRequest,
         tasks::model::RecurrenceBody,
         tasks::model::ReminderBody,
+        audit::model::Change,
+        audit::model::AuditEventResponse,
+        audit::model::TaskHistory,
+        audit::model::AuditPage,
     )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "tasks"))
+    tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"))
 )]
 pub struct ApiDoc;
 

@@ -25,7 +25,8 @@ pub const Q_MAX_CHARS: usize = 200;
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
-const FIELDS: [&str; 7] = [
+/// The client-settable fields, in the order changes are reported.
+pub const FIELDS: [&str; 7] = [
     "title",
     "description",
     "due_at",
@@ -611,7 +612,9 @@ fn json_text(v: &Value) -> Option<String> {
     }
 }
 
-fn fields_json(f: &TaskFields) -> Value {
+/// The settable fields in the API's JSON representation (what `changes`
+/// values are the JSON text of).
+pub fn fields_json(f: &TaskFields) -> Value {
     serde_json::json!({
         "title": f.title,
         "description": f.description,

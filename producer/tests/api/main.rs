@@ -9,6 +9,7 @@
 mod auth;
 mod bad_input;
 mod helpers;
+mod history;
 mod idempotency;
 mod list;
 mod observability;

@@ -1,0 +1,161 @@
+//! `GET /audit` query parameters (pure parsing).
+
+use chrono::{DateTime, Utc};
+use taskflow_schemas::EventType;
+
+use crate::{
+    problem::FieldError,
+    tasks::validate::{parse_instant, Cursor, DEFAULT_LIMIT, MAX_LIMIT},
+};
+
+/// Validated `GET /audit` query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditQuery {
+    /// `occurred_at >= from`.
+    pub from: Option<DateTime<Utc>>,
+    /// `occurred_at < to`.
+    pub to: Option<DateTime<Utc>>,
+    /// Any of these types; empty = all. Repeating `type=` ORs them.
+    pub types: Vec<EventType>,
+    pub limit: i64,
+    /// Position after the last item of the previous page: the task-list
+    /// cursor format, holding (`occurred_at`, `event_id`).
+    pub cursor: Option<Cursor>,
+}
+
+fn type_names() -> String {
+    EventType::ALL
+        .iter()
+        .map(EventType::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn parse_audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut q = AuditQuery {
+        from: None,
+        to: None,
+        types: Vec::new(),
+        limit: DEFAULT_LIMIT,
+        cursor: None,
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "from" => match parse_instant(value) {
+                Ok(t) => q.from = Some(t),
+                Err(e) => errors.push(FieldError::new("from", e)),
+            },
+            "to" => match parse_instant(value) {
+                Ok(t) => q.to = Some(t),
+                Err(e) => errors.push(FieldError::new("to", e)),
+            },
+            "type" => match EventType::parse(value.trim()) {
+                Some(t) if !q.types.contains(&t) => q.types.push(t),
+                Some(_) => {}
+                None => errors.push(FieldError::new(
+                    "type",
+                    format!("must be one of {}", type_names()),
+                )),
+            },
+            "limit" => match value.trim().parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )),
+            },
+            "cursor" => match Cursor::decode(value) {
+                Some(c) => q.cursor = Some(c),
+                None => errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor returned by this API",
+                )),
+            },
+            other => errors.push(FieldError::new(other, "unknown query parameter")),
+        }
+    }
+    if let (Some(from), Some(to)) = (q.from, q.to) {
+        if to <= from {
+            errors.push(FieldError::new("to", "must be later than from"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(q)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn fields(e: &[FieldError]) -> Vec<&str> {
+        e.iter().map(|f| f.field.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let q = parse_audit_query(&[]).unwrap();
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert!(q.types.is_empty() && q.from.is_none() && q.to.is_none() && q.cursor.is_none());
+    }
+
+    #[test]
+    fn valid_query() {
+        let c = Cursor {
+            created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            id: Uuid::from_u128(5),
+        };
+        let q = parse_audit_query(&pairs(&[
+            ("from", "2026-01-01T01:00:00+01:00"),
+            ("to", "2026-02-01T00:00:00Z"),
+            ("type", "TaskUpdated"),
+            ("type", "ReminderDue"),
+            ("type", "TaskUpdated"),
+            ("limit", "200"),
+            ("cursor", &c.encode()),
+        ]))
+        .unwrap();
+        assert_eq!(
+            q.from,
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(q.types, [EventType::TaskUpdated, EventType::ReminderDue]);
+        assert_eq!(q.limit, 200);
+        assert_eq!(q.cursor, Some(c));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let e = parse_audit_query(&pairs(&[
+            ("from", "2026-01-01T00:00:00"),
+            ("to", "yesterday"),
+            ("type", "TaskExploded"),
+            ("limit", "201"),
+            ("cursor", "zzz"),
+            ("user_id", "x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            ["from", "to", "type", "limit", "cursor", "user_id"]
+        );
+        assert!(e[2].reason.contains("TaskCreated"));
+        let e = parse_audit_query(&pairs(&[
+            ("from", "2026-01-02T00:00:00Z"),
+            ("to", "2026-01-01T00:00:00Z"),
+        ]))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["to"]);
+    }
+}
