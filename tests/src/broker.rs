@@ -33,7 +33,10 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
         .expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("create topic request");
     for r in results {
@@ -50,7 +53,11 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
             .inner()
             .fetch_metadata(Some(name), Duration::from_secs(5));
         if let Ok(md) = md {
-            if md.topics().iter().any(|t| t.name() == name && t.partitions().len() == partitions as usize) {
+            if md
+                .topics()
+                .iter()
+                .any(|t| t.name() == name && t.partitions().len() == partitions as usize)
+            {
                 return;
             }
         }
@@ -96,12 +103,25 @@ impl Collector {
     pub async fn wait_for_assignment(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+            if self
+                .consumer
+                .assignment()
+                .map(|a| a.count() > 0)
+                .unwrap_or(false)
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "collector was never assigned partitions");
-            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await {
-                panic!("wait_for_assignment on a non-empty topic (offset {})", m.offset());
+            assert!(
+                Instant::now() < deadline,
+                "collector was never assigned partitions"
+            );
+            if let Ok(Ok(m)) =
+                tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await
+            {
+                panic!(
+                    "wait_for_assignment on a non-empty topic (offset {})",
+                    m.offset()
+                );
             }
         }
     }
@@ -126,7 +146,8 @@ impl Collector {
                                 .map(|h| {
                                     (
                                         h.key.to_owned(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
                                     )
                                 })
                                 .collect()
@@ -189,16 +210,30 @@ impl TansuBroker {
         let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
         let child = Command::new(Self::binary())
             .current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e} (set TASKFLOW_TEST_TANSU_BIN)", Self::binary()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "spawn {:?}: {e} (set TASKFLOW_TEST_TANSU_BIN)",
+                    Self::binary()
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(self.address()).await.is_err() {
+        while tokio::net::TcpStream::connect(self.address())
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "tansu did not start listening");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

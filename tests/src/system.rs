@@ -69,12 +69,27 @@ impl TestSystem {
     pub async fn user(&self) -> String {
         let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
         let creds = json!({"email": email, "password": "a long enough passphrase"});
-        let r = self.http.post(format!("{}/auth/signup", self.api)).json(&creds).send().await.expect("signup");
+        let r = self
+            .http
+            .post(format!("{}/auth/signup", self.api))
+            .json(&creds)
+            .send()
+            .await
+            .expect("signup");
         assert!(r.status().is_success(), "signup: {}", r.status());
-        let r = self.http.post(format!("{}/auth/login", self.api)).json(&creds).send().await.expect("login");
+        let r = self
+            .http
+            .post(format!("{}/auth/login", self.api))
+            .json(&creds)
+            .send()
+            .await
+            .expect("login");
         assert!(r.status().is_success(), "login: {}", r.status());
         let body: Value = r.json().await.expect("login body");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     pub async fn outbox_len(&self) -> i64 {

@@ -28,7 +28,14 @@ async fn create_task(sys: &TestSystem, token: &str, body: Value) -> Value {
     r.json().await.expect("task body")
 }
 
-async fn call(sys: &TestSystem, token: &str, method: reqwest::Method, path: &str, version: i64, body: Option<Value>) -> Value {
+async fn call(
+    sys: &TestSystem,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    version: i64,
+    body: Option<Value>,
+) -> Value {
     let mut req = sys
         .http
         .request(method, format!("{}{path}", sys.api))
@@ -48,7 +55,9 @@ async fn call(sys: &TestSystem, token: &str, method: reqwest::Method, path: &str
 }
 
 fn json_text(v: &Option<String>) -> Value {
-    v.as_deref().map_or(Value::Null, |t| serde_json::from_str(t).expect("change value is JSON text"))
+    v.as_deref().map_or(Value::Null, |t| {
+        serde_json::from_str(t).expect("change value is JSON text")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,27 +84,79 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
     .await;
     let id = a["id"].as_str().expect("id").to_owned();
     let path = format!("/tasks/{id}");
-    call(&sys, &token, reqwest::Method::PATCH, &path, 1, Some(json!({"priority": "urgent", "description": null}))).await;
-    call(&sys, &token, reqwest::Method::POST, &format!("{path}/complete"), 2, None).await;
-    call(&sys, &token, reqwest::Method::POST, &format!("{path}/reopen"), 3, None).await;
+    call(
+        &sys,
+        &token,
+        reqwest::Method::PATCH,
+        &path,
+        1,
+        Some(json!({"priority": "urgent", "description": null})),
+    )
+    .await;
+    call(
+        &sys,
+        &token,
+        reqwest::Method::POST,
+        &format!("{path}/complete"),
+        2,
+        None,
+    )
+    .await;
+    call(
+        &sys,
+        &token,
+        reqwest::Method::POST,
+        &format!("{path}/reopen"),
+        3,
+        None,
+    )
+    .await;
     call(&sys, &token, reqwest::Method::DELETE, &path, 4, None).await;
     let b = create_task(&sys, &token, json!({"title": "Second task"})).await;
     let b_id = b["id"].as_str().expect("id").to_owned();
 
     let collector = Collector::new(&brokers, &topic);
     let received = collector.collect(6, Duration::from_secs(60)).await;
-    assert_eq!(received.len(), 6, "expected 6 events, got {}", received.len());
-    assert!(collector.drain_extra(Duration::from_secs(2)).await.is_empty(), "no event beyond the six");
+    assert_eq!(
+        received.len(),
+        6,
+        "expected 6 events, got {}",
+        received.len()
+    );
+    assert!(
+        collector
+            .drain_extra(Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "no event beyond the six"
+    );
 
-    let mut by_task: HashMap<String, Vec<(Event, taskflow_tests::broker::Received)>> = HashMap::new();
+    let mut by_task: HashMap<String, Vec<(Event, taskflow_tests::broker::Received)>> =
+        HashMap::new();
     let mut event_ids = HashSet::new();
     for msg in received {
-        let event = sys.codec.decode(&msg.payload).await.expect("decode with the registry");
+        let event = sys
+            .codec
+            .decode(&msg.payload)
+            .await
+            .expect("decode with the registry");
         let key = String::from_utf8(msg.key.clone().expect("keyed")).expect("utf8 key");
-        assert_eq!(key, event.metadata().task_id.to_string(), "key is the task id");
-        assert_eq!(msg.headers.get("event_type").map(String::as_str), Some(event.event_type().as_str()));
-        assert!(taskflow_infra::outbox::is_valid_traceparent(&msg.headers["traceparent"]));
-        assert!(event_ids.insert(event.metadata().event_id), "event ids are unique");
+        assert_eq!(
+            key,
+            event.metadata().task_id.to_string(),
+            "key is the task id"
+        );
+        assert_eq!(
+            msg.headers.get("event_type").map(String::as_str),
+            Some(event.event_type().as_str())
+        );
+        assert!(taskflow_infra::outbox::is_valid_traceparent(
+            &msg.headers["traceparent"]
+        ));
+        assert!(
+            event_ids.insert(event.metadata().event_id),
+            "event ids are unique"
+        );
         by_task.entry(key).or_default().push((event, msg));
     }
 
@@ -103,7 +164,13 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
     let types: Vec<EventType> = events_a.iter().map(|(e, _)| e.event_type()).collect();
     assert_eq!(
         types,
-        [EventType::TaskCreated, EventType::TaskUpdated, EventType::TaskCompleted, EventType::TaskReopened, EventType::TaskDeleted]
+        [
+            EventType::TaskCreated,
+            EventType::TaskUpdated,
+            EventType::TaskCompleted,
+            EventType::TaskReopened,
+            EventType::TaskDeleted
+        ]
     );
     let versions: Vec<i64> = events_a.iter().map(|(e, _)| e.metadata().version).collect();
     assert_eq!(versions, [1, 2, 3, 4, 5]);
@@ -115,7 +182,10 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
     for (e, _) in events_a {
         let m = e.metadata();
         assert_eq!(m.task_id.to_string(), id);
-        assert_eq!(m.correlation_id, "corr-e2e", "correlation id of the request");
+        assert_eq!(
+            m.correlation_id, "corr-e2e",
+            "correlation id of the request"
+        );
         assert_eq!(m.event_id.get_version_num(), 7, "UUIDv7 event ids");
         assert!((Utc::now() - m.occurred_at).num_seconds() < 120);
     }
@@ -131,10 +201,20 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
             assert_eq!(t.status, TaskStatus::Open);
             assert_eq!(t.tags, ["home", "garden"]);
             let r = t.recurrence.as_ref().expect("recurrence");
-            assert_eq!((r.rrule.as_str(), r.tz.as_str(), r.mode), ("FREQ=WEEKLY;BYDAY=TU", "Europe/Berlin", RecurrenceMode::FromDue));
+            assert_eq!(
+                (r.rrule.as_str(), r.tz.as_str(), r.mode),
+                (
+                    "FREQ=WEEKLY;BYDAY=TU",
+                    "Europe/Berlin",
+                    RecurrenceMode::FromDue
+                )
+            );
             assert_eq!(t.reminders.len(), 2);
             assert_eq!(t.reminders[0].before_seconds, Some(900));
-            assert_eq!(t.reminders[1].at, Some("2026-12-01T07:00:00Z".parse().unwrap()));
+            assert_eq!(
+                t.reminders[1].at,
+                Some("2026-12-01T07:00:00Z".parse().unwrap())
+            );
             assert!(t.completed_at.is_none());
             assert_eq!(c.metadata.causation_id, None);
         }
@@ -146,7 +226,10 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
             fields.sort_unstable();
             assert_eq!(fields, ["description", "priority"]);
             let p = u.changes.iter().find(|c| c.field == "priority").unwrap();
-            assert_eq!((json_text(&p.old_value), json_text(&p.new_value)), (json!("high"), json!("urgent")));
+            assert_eq!(
+                (json_text(&p.old_value), json_text(&p.new_value)),
+                (json!("high"), json!("urgent"))
+            );
             let d = u.changes.iter().find(|c| c.field == "description").unwrap();
             assert_eq!(json_text(&d.old_value), json!("the ones on the balcony"));
             assert_eq!(json_text(&d.new_value), Value::Null);
@@ -177,7 +260,11 @@ async fn task_lifecycle_events_arrive_complete_and_in_order() {
         Event::TaskCreated(c) => {
             assert_eq!(c.metadata.version, 1);
             assert_eq!(c.task.priority, Priority::Medium, "default priority");
-            assert!(c.task.tags.is_empty() && c.task.reminders.is_empty() && c.task.recurrence.is_none());
+            assert!(
+                c.task.tags.is_empty()
+                    && c.task.reminders.is_empty()
+                    && c.task.recurrence.is_none()
+            );
         }
         other => panic!("task B's event is {other:?}"),
     }
@@ -202,7 +289,9 @@ async fn broker_outage_loses_nothing_and_duplicates_nothing() {
     // The pipeline is live before the broker dies.
     let warm = create_task(&sys, &token, json!({"title": "before the outage"})).await;
     let warm_id = warm["id"].as_str().unwrap().to_owned();
-    let first = Collector::new(&brokers, &topic).collect(1, Duration::from_secs(60)).await;
+    let first = Collector::new(&brokers, &topic)
+        .collect(1, Duration::from_secs(60))
+        .await;
     assert_eq!(first.len(), 1, "warm-up event published");
 
     broker.kill().await;
@@ -210,33 +299,57 @@ async fn broker_outage_loses_nothing_and_duplicates_nothing() {
         .map(|i| {
             let (sys, token) = (&sys, &token);
             async move {
-                let t = create_task(sys, token, json!({"title": format!("during the outage {i}")})).await;
+                let t = create_task(
+                    sys,
+                    token,
+                    json!({"title": format!("during the outage {i}")}),
+                )
+                .await;
                 t["id"].as_str().unwrap().to_owned()
             }
         })
         .buffer_unordered(8)
         .collect()
         .await;
-    assert_eq!(created.len(), 200, "every create answered 2xx while the broker was down");
-    assert!(sys.outbox_len().await >= 200, "the events wait in the outbox");
+    assert_eq!(
+        created.len(),
+        200,
+        "every create answered 2xx while the broker was down"
+    );
+    assert!(
+        sys.outbox_len().await >= 200,
+        "the events wait in the outbox"
+    );
 
     broker.start().await;
     let collector = Collector::new(&brokers, &topic);
     let received = collector.collect(201, Duration::from_secs(180)).await;
     let extra = collector.drain_extra(Duration::from_secs(3)).await;
-    assert!(extra.is_empty(), "{} events beyond the 201 expected", extra.len());
+    assert!(
+        extra.is_empty(),
+        "{} events beyond the 201 expected",
+        extra.len()
+    );
 
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut event_ids = HashSet::new();
     for msg in &received {
         let event = sys.codec.decode(&msg.payload).await.expect("decode");
         assert_eq!(event.event_type(), EventType::TaskCreated);
-        assert!(event_ids.insert(event.metadata().event_id), "an event arrived twice");
-        *seen.entry(event.metadata().task_id.to_string()).or_default() += 1;
+        assert!(
+            event_ids.insert(event.metadata().event_id),
+            "an event arrived twice"
+        );
+        *seen
+            .entry(event.metadata().task_id.to_string())
+            .or_default() += 1;
     }
     assert_eq!(seen.remove(&warm_id), Some(1));
     let expected: HashSet<String> = created.into_iter().collect();
     let got: HashSet<String> = seen.keys().cloned().collect();
-    assert_eq!(got, expected, "exactly the 200 tasks created during the outage");
+    assert_eq!(
+        got, expected,
+        "exactly the 200 tasks created during the outage"
+    );
     assert!(seen.values().all(|&n| n == 1), "none twice");
 }

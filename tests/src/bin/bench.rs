@@ -59,7 +59,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.99), percentile(&ms, 1.0))
+    (
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        percentile(&ms, 1.0),
+    )
 }
 
 async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -70,7 +74,8 @@ async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Resul
     // Consume while the load runs: arrival is stamped on receipt.
     let collector = Collector::new(brokers, &topic);
     collector.wait_for_assignment(Duration::from_secs(60)).await;
-    let collecting = tokio::spawn(async move { collector.collect(n, Duration::from_secs(600)).await });
+    let collecting =
+        tokio::spawn(async move { collector.collect(n, Duration::from_secs(600)).await });
 
     let started = Instant::now();
     let results: Vec<u16> = stream::iter(0..n)
@@ -103,13 +108,20 @@ async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Resul
     let (p50, p99, max) = summary(latencies);
 
     println!("taskflow-bench api: {n} creates, {concurrency} concurrent clients, broker {brokers}");
-    println!("  HTTP creates:                  {ok}/{n} answered 201 in {:.2} s = {rate:.0} creates/s", elapsed.as_secs_f64());
+    println!(
+        "  HTTP creates:                  {ok}/{n} answered 201 in {:.2} s = {rate:.0} creates/s",
+        elapsed.as_secs_f64()
+    );
     println!("  events received:               {}", received.len());
     println!("  API commit -> consumer (ms):   p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
 
     let (b50, b99, bmax) = baseline(brokers, ok.max(1), rate.max(1.0)).await?;
     println!("  plain rdkafka produce -> consume at {rate:.0}/s (ms): p50 {b50:.1}  p99 {b99:.1}  max {bmax:.1}");
-    println!("  ratio taskflow / plain:        p50 {:.2}x  p99 {:.2}x", p50 / b50, p99 / b99);
+    println!(
+        "  ratio taskflow / plain:        p50 {:.2}x  p99 {:.2}x",
+        p50 / b50,
+        p99 / b99
+    );
     Ok(())
 }
 
@@ -132,7 +144,8 @@ async fn baseline(brokers: &str, n: usize, rate: f64) -> anyhow::Result<(f64, f6
         .create()?;
     let collector = Collector::new(brokers, &topic);
     collector.wait_for_assignment(Duration::from_secs(60)).await;
-    let collecting = tokio::spawn(async move { collector.collect(n, Duration::from_secs(600)).await });
+    let collecting =
+        tokio::spawn(async move { collector.collect(n, Duration::from_secs(600)).await });
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut deliveries = Vec::with_capacity(n);

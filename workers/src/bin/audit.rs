@@ -1,0 +1,81 @@
+//! `taskflow-audit`: records every task event and reminder in the append-only audit log.
+//! See `taskflow_workers::audit` for the guarantee; configuration is by `TASKFLOW_*`
+//! variables (`TASKFLOW_DATABASE_URL`, `TASKFLOW_SCHEMA_REGISTRY_URL`, `TASKFLOW_ADMIN_ADDR`,
+//! `TASKFLOW_KAFKA_*`, `TASKFLOW_CONSUMER_*`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::Registry;
+use sqlx::postgres::PgPoolOptions;
+use taskflow_infra::admin::{self, ReadyCheck};
+use taskflow_infra::config::env_or;
+use taskflow_schemas::Codec;
+use taskflow_workers::audit::{self, AuditSettings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    taskflow_infra::telemetry::init_tracing();
+    let database_url: String = env_or(
+        "TASKFLOW_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+    )?;
+    let registry_url: String = env_or(
+        "TASKFLOW_SCHEMA_REGISTRY_URL",
+        "http://localhost:8081".to_owned(),
+    )?;
+    let admin_addr: SocketAddr = env_or(
+        "TASKFLOW_ADMIN_ADDR",
+        SocketAddr::from(([0, 0, 0, 0], 9091)),
+    )?;
+    let settings = AuditSettings::from_env()?;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&database_url)
+        .await
+        .context("connecting to the database")?;
+    audit::migrate(&pool).await?;
+
+    let registry = Registry::new();
+    let shutdown = taskflow_infra::shutdown::on_signal();
+    let worker = audit::spawn_audit_worker(
+        settings,
+        pool.clone(),
+        Codec::new(&registry_url),
+        &registry,
+        shutdown.clone(),
+    )?;
+
+    let probe = worker.probe();
+    let ready: ReadyCheck = Arc::new(move || {
+        let pool = pool.clone();
+        let probe = probe.clone();
+        Box::pin(async move {
+            if !probe.is_running() {
+                return Err("consumer not running".to_owned());
+            }
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("database: {e}"))
+        })
+    });
+    let listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding the admin port {admin_addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "admin server listening");
+    let admin = tokio::spawn(admin::serve(listener, registry, ready, shutdown.clone()));
+
+    let result = worker.join().await;
+    // A fatal worker error also stops the admin server.
+    shutdown.cancel();
+    admin.await??;
+    result?;
+    tracing::info!("taskflow-audit stopped");
+    Ok(())
+}

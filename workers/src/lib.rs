@@ -1,0 +1,14 @@
+//! Taskflow's workers on one consumer runtime.
+//!
+//! * [`runtime`]: consume, decode, handle, retry, dead-letter, commit; the delivery guarantee
+//!   and how it holds are in its module docs.
+//! * [`audit`]: the audit worker (`taskflow-audit`) and its replay (`taskflow-audit-replay`).
+//!
+//! Test hooks: [`runtime::spawn`] and [`audit::spawn_audit_worker`] start a worker in-process
+//! and return a [`runtime::WorkerHandle`] (`stop().await`, `probe()`); [`runtime::Decoder`]
+//! lets a test decode without a schema registry; [`runtime::RuntimeSettings::new`] and
+//! [`audit::AuditSettings::new`] build settings without the environment; [`audit::replay`]
+//! runs a replay to completion and returns a report.
+
+pub mod audit;
+pub mod runtime;

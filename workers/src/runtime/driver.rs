@@ -1,0 +1,223 @@
+//! The consumer loop: subscribe, serve the main queue (rebalance callbacks, commit
+//! confirmations, errors), commit done offsets periodically, refresh lag, and shut down with a
+//! drain and a final synchronous commit.
+//!
+//! It runs on a dedicated thread (`Handle::block_on`) because the rebalance callback blocks
+//! while partitions drain and commit; see the runtime module docs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use prometheus::Registry;
+use rdkafka::consumer::Consumer;
+use rdkafka::{ClientConfig, Message};
+use tokio::sync::oneshot;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::context::{Ctx, PartitionJob, Shared, Spawner, TaskflowConsumer};
+use super::dlq::DlqProducer;
+use super::metrics::ConsumerMetrics;
+use super::offsets::TopicPartition;
+use super::partition::PartitionWorker;
+use super::settings::RuntimeSettings;
+use super::{Decoder, Handler, Probe, RuntimeError, WorkerHandle};
+
+/// The consumer's librdkafka configuration: explicit commits only, never the fetch position.
+pub(crate) fn consumer_config(base: &ClientConfig, s: &RuntimeSettings) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("group.id", &s.group_id)
+        .set("client.id", &s.client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("partition.assignment.strategy", s.assignor.as_str())
+        .set(
+            "session.timeout.ms",
+            s.session_timeout.as_millis().to_string(),
+        );
+    for (key, value) in &s.consumer_overrides {
+        config.set(key, value);
+    }
+    config
+}
+
+pub(crate) fn spawn<H: Handler, D: Decoder>(
+    kafka: ClientConfig,
+    settings: RuntimeSettings,
+    decoder: D,
+    handler: H,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<WorkerHandle, RuntimeError> {
+    settings.validate()?;
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoTokioRuntime)?;
+    let metrics = ConsumerMetrics::register(registry, &settings.group_id)?;
+    let shared = Arc::new(Shared::new(
+        metrics,
+        settings.commit_every,
+        settings.drain_timeout,
+    ));
+
+    let mut producer_config = kafka.clone();
+    producer_config.set("client.id", format!("{}-dlq", settings.client_id));
+    let dlq = DlqProducer::new(
+        &producer_config,
+        taskflow_schemas::topics::dlq(&settings.group_id),
+        settings.dlq_timeout,
+    )?;
+
+    let spawner: Spawner = {
+        let handler = Arc::new(handler);
+        let decoder = Arc::new(decoder);
+        let shared = shared.clone();
+        let backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
+        let rt = rt.clone();
+        Box::new(move |job: PartitionJob| {
+            let worker = PartitionWorker {
+                tp: job.tp,
+                epoch: job.epoch,
+                handler: handler.clone(),
+                decoder: decoder.clone(),
+                dlq: dlq.clone(),
+                shared: shared.clone(),
+                backoff,
+                stop: job.stop,
+            };
+            rt.spawn(worker.run(job.queue))
+        })
+    };
+
+    // Created here, inside the runtime: the stream consumer starts a wake-up task on it.
+    let consumer: Arc<TaskflowConsumer> = Arc::new(
+        consumer_config(&kafka, &settings)
+            .create_with_context(Ctx::new(shared.clone(), spawner))?,
+    );
+    consumer.context().set_consumer(&consumer);
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    shared.set_running(true);
+    tracing::info!(group = %settings.group_id, topics = ?settings.topics, assignor = %settings.assignor, "consumer subscribed");
+
+    let token = shutdown.child_token();
+    let (tx, rx) = oneshot::channel();
+    let driver = Driver {
+        consumer,
+        shared: shared.clone(),
+        settings,
+        shutdown: token.clone(),
+    };
+    std::thread::Builder::new()
+        .name("taskflow-consumer".to_owned())
+        .spawn(move || {
+            let result = rt.block_on(driver.run());
+            let _ = tx.send(result);
+        })
+        .map_err(RuntimeError::Thread)?;
+
+    Ok(WorkerHandle {
+        guard: Some(token.clone().drop_guard()),
+        token,
+        result: rx,
+        probe: Probe { shared },
+    })
+}
+
+struct Driver {
+    consumer: Arc<TaskflowConsumer>,
+    shared: Arc<Shared>,
+    settings: RuntimeSettings,
+    shutdown: CancellationToken,
+}
+
+impl Driver {
+    /// Broker round trips (committed offsets, watermarks) run on the blocking pool so they
+    /// never delay rebalance handling, commits or shutdown; at most one at a time.
+    fn spawn_lag_refresh(&self) {
+        if self.shared.lag_refresh_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            shared.refresh_lag(&consumer);
+            tracing::trace!(elapsed = ?started.elapsed(), "lag refreshed");
+            shared.lag_refresh_running.store(false, Ordering::Release);
+        });
+    }
+
+    async fn run(self) -> Result<(), RuntimeError> {
+        let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
+        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut lag_tick = tokio::time::interval(self.settings.lag_interval);
+        lag_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let consumer = &*self.consumer;
+        let mut stream = consumer.stream();
+
+        let result = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break Ok(()),
+                // Polling the main queue runs the rebalance and commit callbacks. After the
+                // split, no message should arrive here.
+                item = stream.next() => match item {
+                    Some(Ok(msg)) => {
+                        let tp = TopicPartition::new(msg.topic(), msg.partition());
+                        let offset = msg.offset();
+                        tracing::error!(%tp, offset, "message outside its partition queue; stopping without committing that partition");
+                        // Poison the partition: a later offset processed by its task must not
+                        // be committed past this unprocessed one.
+                        self.shared.book().revoke(&tp);
+                        break Err(RuntimeError::StrayMessage { topic: tp.topic, partition: tp.partition, offset });
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                    None => break Ok(()),
+                },
+                _ = commit_tick.tick() => self.shared.commit_async(consumer),
+                _ = self.shared.commit_now.notified() => self.shared.commit_async(consumer),
+                _ = lag_tick.tick() => self.spawn_lag_refresh(),
+            }
+        };
+        drop(stream);
+
+        tracing::info!("consumer stopping: draining partitions");
+        self.shared.stop_partitions(None);
+        self.shared.commit_sync(consumer, None);
+        self.shared.set_running(false);
+        tracing::info!("consumer stopped");
+        // Dropping the consumer leaves the group (librdkafka close); the revoke callback then
+        // finds nothing left to drain or commit.
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Assignor;
+
+    #[test]
+    fn consumer_config_commits_explicitly_only() {
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", "b:9092")
+            .set("enable.auto.commit", "true");
+        let mut s = RuntimeSettings::new("taskflow-audit", &["t"]);
+        s.assignor = Assignor::CooperativeSticky;
+        s.consumer_overrides = vec![("session.timeout.ms".to_owned(), "6000".to_owned())];
+        let c = consumer_config(&base, &s);
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(c.get("group.id"), Some("taskflow-audit"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+    }
+}

@@ -1,0 +1,300 @@
+//! The consumer runtime every Taskflow worker runs on.
+//!
+//! A worker names its consumer group and topics ([`RuntimeSettings`]) and supplies a
+//! [`Handler`]; the runtime consumes, decodes, calls the handler, retries, dead-letters and
+//! commits.
+//!
+//! # Delivery guarantee: at least once, effectively once
+//!
+//! Every message is handed to the handler **at least once**, and an offset is committed only
+//! after the effect of that message and of every earlier message of its partition is durable.
+//! Handlers make their effect idempotent by `event_id` (a unique constraint written in the same
+//! database transaction as the effect), so a redelivery changes nothing: at-least-once
+//! delivery plus an idempotent effect is effectively once.
+//!
+//! Why nothing is lost or skipped:
+//!
+//! * `enable.auto.commit=false` and `enable.auto.offset.store=false`: librdkafka never commits
+//!   on its own, and never commits the fetch position (which runs ahead of processing). The
+//!   runtime commits explicitly, and only offsets from [`offsets::OffsetBook`], which holds
+//!   "one past the last message whose effect is durable" per partition.
+//! * Each partition is processed strictly in order by one task, so "offset N is done" implies
+//!   every offset below N is done.
+//! * A transient failure (database or registry down, DLQ produce failed) is retried with capped
+//!   exponential backoff, forever, and the message is not marked done meanwhile: its offset and
+//!   every later one of its partition stay uncommitted.
+//! * A permanent failure (undecodable bytes, unknown schema id, bad framing, a handler's
+//!   `Permanent`) goes to `taskflow.dlq.<group>`; the message is marked done only after the
+//!   broker acknowledged the dead letter.
+//! * On revoke, the revoked partitions' tasks finish their in-flight message (bounded by
+//!   `drain_timeout`), then their done offsets are committed synchronously *before* the
+//!   partitions are handed over (librdkafka #1647: nothing is committed on revoke otherwise).
+//!   A fresh epoch per assignment and a per-partition "never below committed" floor keep a
+//!   commit from moving an offset backwards (librdkafka #2782).
+//! * On shutdown: stop fetching, finish in-flight messages (bounded), final synchronous commit.
+//!
+//! What the guarantee depends on: handlers must be idempotent, and must return `Ok` only once
+//! the effect is durable (committed). A message still in flight when a drain times out is
+//! abandoned uncommitted and re-read by the next owner; that is the at-least-once part.
+//!
+//! # Structure
+//!
+//! The Kafka loop only adapts; decisions live in plain, unit-tested code:
+//! [`offsets`] (what may be committed), [`backoff`] (retry delays), [`dlq`] (dead-letter
+//! headers), [`settings`] (configuration). `context` holds the rebalance callbacks,
+//! `partition` the per-partition task, `driver` the main loop (rebalance events, periodic
+//! commits, lag).
+//!
+//! The driver runs on its own thread: librdkafka calls the rebalance callback from the thread
+//! that polls the consumer, and the callback must block (drain, synchronous commit) before it
+//! returns. Blocking a dedicated thread never stalls the async runtime that runs the handlers,
+//! whatever its flavour.
+//!
+//! # Test hooks
+//!
+//! * [`spawn`] returns a [`WorkerHandle`] at once: `stop().await` cancels and waits for the
+//!   final commit; dropping the handle cancels too.
+//! * [`WorkerHandle::probe`] gives a [`Probe`]: assigned partitions, done and committed
+//!   offsets, whether the loop runs — enough to wait for an assignment or a commit in a test
+//!   without sleeping blindly.
+//! * [`Decoder`] is a trait: tests can feed JSON or hand-made events without a registry;
+//!   `taskflow_schemas::Codec` implements it for production.
+//! * [`RuntimeSettings::new`] builds settings without the environment;
+//!   `consumer_overrides` passes any librdkafka property (e.g. a short `session.timeout.ms`).
+
+pub mod backoff;
+mod context;
+pub mod dlq;
+mod driver;
+pub mod metrics;
+pub mod offsets;
+mod partition;
+pub mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, Message};
+use taskflow_schemas::{Codec, Event};
+use tokio::sync::oneshot;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use backoff::Backoff;
+pub use offsets::TopicPartition;
+pub use settings::{Assignor, RuntimeSettings, SettingsError};
+
+use context::Shared;
+
+/// A decoded message as the handler sees it: the event plus where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub event: Event,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Broker or producer timestamp in epoch milliseconds, when the broker reports one.
+    pub timestamp_millis: Option<i64>,
+}
+
+impl Decoded {
+    pub fn from_message(event: Event, msg: &OwnedMessage) -> Self {
+        Self {
+            event,
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            headers: dlq::message_headers(msg),
+            timestamp_millis: msg.timestamp().to_millis(),
+        }
+    }
+
+    /// The first header named `key`, if it has a value.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// A dependency is unavailable (database down, timeout). The message is retried with
+    /// capped exponential backoff; it is never committed and never dead-lettered meanwhile.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The message can never succeed (constraint or data error). It is dead-lettered with
+    /// this reason and the partition moves on.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// A worker's effect for one message.
+///
+/// Contract: return `Ok` only once the effect is durable; make the effect idempotent by
+/// `event_id` (the same message may arrive again after a crash or a rebalance); return
+/// `Transient` for anything that may succeed later. Calls for one partition never overlap;
+/// calls for different partitions run concurrently.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, msg: &Decoded) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// How decoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The schema registry is unreachable or failing: retried like a transient handler error.
+    #[error("transient decode failure: {0}")]
+    Transient(String),
+    /// Bad framing, unknown schema id, undecodable bytes: dead-lettered.
+    #[error("undecodable message: {0}")]
+    Invalid(String),
+}
+
+/// Turns a message value into an event. `taskflow_schemas::Codec` is the production decoder;
+/// tests may plug in their own.
+pub trait Decoder: Send + Sync + 'static {
+    fn decode(&self, bytes: &[u8]) -> impl Future<Output = Result<Event, DecodeError>> + Send;
+}
+
+impl Decoder for Codec {
+    async fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        Codec::decode(self, bytes).await.map_err(|e| {
+            if e.is_transient() {
+                DecodeError::Transient(e.to_string())
+            } else {
+                DecodeError::Invalid(e.to_string())
+            }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid settings: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the consumer runtime must be started inside a tokio runtime")]
+    NoTokioRuntime,
+    #[error("starting the consumer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the consumer thread ended without a result (it panicked)")]
+    DriverLost,
+    /// A message arrived on the consumer's main queue instead of its partition's queue. The
+    /// runtime cannot process it in order, so it stops without committing that partition.
+    #[error("message {topic}[{partition}]@{offset} arrived outside its partition queue")]
+    StrayMessage {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// A running worker. Dropping it cancels the worker (the final commit still happens on the
+/// consumer thread); prefer [`WorkerHandle::stop`] to wait for it.
+pub struct WorkerHandle {
+    token: CancellationToken,
+    guard: Option<DropGuard>,
+    result: oneshot::Receiver<Result<(), RuntimeError>>,
+    probe: Probe,
+}
+
+impl WorkerHandle {
+    /// A view of the worker's state for readiness checks and tests.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
+    }
+
+    /// Asks the worker to stop (finish in-flight, final commit) without waiting.
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// Cancels the worker and waits until it has committed and stopped.
+    pub async fn stop(self) -> Result<(), RuntimeError> {
+        self.token.cancel();
+        self.join().await
+    }
+
+    /// Waits until the worker stops (its shutdown token is cancelled, or a fatal error).
+    pub async fn join(mut self) -> Result<(), RuntimeError> {
+        if let Some(guard) = self.guard.take() {
+            guard.disarm();
+        }
+        (&mut self.result)
+            .await
+            .unwrap_or(Err(RuntimeError::DriverLost))
+    }
+}
+
+/// Read-only view of a running worker (cheap to clone).
+#[derive(Clone)]
+pub struct Probe {
+    shared: Arc<Shared>,
+}
+
+impl Probe {
+    /// True from the subscription until the final commit.
+    pub fn is_running(&self) -> bool {
+        self.shared.is_running()
+    }
+
+    /// Partitions currently assigned to this worker, sorted.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        self.shared.book().assigned()
+    }
+
+    /// One past the last message of the partition whose effect is durable.
+    pub fn done(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.shared
+            .book()
+            .done(&TopicPartition::new(topic, partition))
+    }
+
+    /// The committed offset the broker confirmed (or reported) for this assignment.
+    pub fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.shared
+            .book()
+            .committed(&TopicPartition::new(topic, partition))
+    }
+}
+
+/// Starts a worker and returns at once. Must be called inside a tokio runtime: handlers run
+/// on it, the consumer loop runs on a dedicated thread.
+///
+/// `kafka` is the base client configuration (bootstrap servers, security), e.g.
+/// `taskflow_infra::config::KafkaSettings::client_config()`. `shutdown` stops the worker
+/// gracefully when cancelled.
+pub fn spawn<H: Handler, D: Decoder>(
+    kafka: ClientConfig,
+    settings: RuntimeSettings,
+    decoder: D,
+    handler: H,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<WorkerHandle, RuntimeError> {
+    driver::spawn(kafka, settings, decoder, handler, registry, shutdown)
+}
+
+/// [`spawn`], then wait until the worker stops.
+pub async fn run<H: Handler, D: Decoder>(
+    kafka: ClientConfig,
+    settings: RuntimeSettings,
+    decoder: D,
+    handler: H,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    spawn(kafka, settings, decoder, handler, registry, shutdown)?
+        .join()
+        .await
+}

@@ -1,0 +1,504 @@
+//! The consumer runtime against librdkafka's in-process mock cluster: ordering per partition,
+//! commits after the effect, dead letters, transient retries, shutdown and rebalances.
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use prometheus::Registry;
+use rdkafka::message::Headers;
+use rdkafka::Message;
+use taskflow_workers::runtime::{self, Decoded, Handler, HandlerError, RuntimeSettings};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Default)]
+struct Record {
+    /// (partition, offset, task_id, version) in handling order.
+    seen: Vec<(i32, i64, Uuid, i64)>,
+    /// Remaining transient failures per event.
+    transient: HashMap<Uuid, u32>,
+    permanent: HashSet<Uuid>,
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    inner: Arc<Mutex<Record>>,
+    delay: Duration,
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<(i32, i64, Uuid, i64)> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, msg: &Decoded) -> Result<(), HandlerError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let meta = msg.event.metadata();
+        let mut r = self.inner.lock().unwrap();
+        if let Some(left) = r.transient.get_mut(&meta.event_id) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(HandlerError::Transient("database down".to_owned()));
+            }
+        }
+        if r.permanent.contains(&meta.event_id) {
+            return Err(HandlerError::Permanent("violates a constraint".to_owned()));
+        }
+        r.seen
+            .push((msg.partition, msg.offset, meta.task_id, meta.version));
+        Ok(())
+    }
+}
+
+fn settings(group: &str, topic: &str) -> RuntimeSettings {
+    let mut s = RuntimeSettings::new(group, &[topic]);
+    s.commit_interval = Duration::from_millis(100);
+    s.initial_backoff = Duration::from_millis(10);
+    s.max_backoff = Duration::from_millis(50);
+    s.lag_interval = Duration::from_millis(200);
+    s.drain_timeout = Duration::from_secs(5);
+    s.consumer_overrides = vec![
+        ("session.timeout.ms".to_owned(), "6000".to_owned()),
+        ("heartbeat.interval.ms".to_owned(), "500".to_owned()),
+    ];
+    s
+}
+
+/// Asserts each task's versions 1..=versions were all handled, in order: a redelivery (after a
+/// rebalance) may restart from an earlier version, but never skips one.
+fn assert_in_order(seen: &[(i32, i64, Uuid, i64)], tasks: &[Uuid], versions: i64) {
+    for task in tasks {
+        let got: Vec<i64> = seen.iter().filter(|s| s.2 == *task).map(|s| s.3).collect();
+        assert_eq!(got.first(), Some(&1), "task {task}: {got:?}");
+        for pair in got.windows(2) {
+            assert!(
+                pair[1] == pair[0] + 1 || pair[1] <= pair[0],
+                "task {task}: {got:?} skips from {} to {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(got.iter().max(), Some(&versions), "task {task}: {got:?}");
+    }
+}
+
+fn metric(registry: &Registry, name: &str, label: (&str, &str)) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == label.0 && l.value() == label.1)
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_in_order_commits_and_dead_letters() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-orders";
+    let group = "rt-g1";
+    cluster.create_topic(topic, 3, 1).unwrap();
+    cluster
+        .create_topic(&taskflow_schemas::topics::dlq(group), 1, 1)
+        .unwrap();
+    let producer = producer(&brokers);
+
+    let tasks: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let mut events = Vec::new();
+    for v in 1..=5 {
+        for t in &tasks {
+            events.push(common::event(*t, v));
+        }
+    }
+    for chunk in events.chunks(6) {
+        produce_events(&producer, topic, chunk).await;
+    }
+    produce_raw(
+        &producer,
+        topic,
+        "garbage-key",
+        b"\x00\x00\x00\x00\x07not avro",
+    )
+    .await;
+
+    let recorder = Recorder::default();
+    // One event fails transiently twice, one permanently.
+    let flaky = events[3].metadata().event_id;
+    let refused = events[4].metadata().event_id;
+    {
+        let mut r = recorder.inner.lock().unwrap();
+        r.transient.insert(flaky, 2);
+        r.permanent.insert(refused);
+    }
+    let registry = Registry::new();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        recorder.clone(),
+        &registry,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe = handle.probe();
+
+    let highs = high_watermarks(&brokers, topic, 3);
+    assert_eq!(highs.iter().sum::<i64>(), 31);
+    wait_for(
+        "every partition committed to its high watermark",
+        Duration::from_secs(30),
+        || {
+            (0..3).all(|p| {
+                probe.committed(topic, p) == (highs[p as usize] > 0).then_some(highs[p as usize])
+            })
+        },
+    )
+    .await;
+    handle.stop().await.unwrap();
+
+    let seen = recorder.seen();
+    assert_eq!(
+        seen.len(),
+        29,
+        "30 events minus the refused one, no duplicates without a crash"
+    );
+    let refused_task = events[4].metadata().task_id;
+    let others: Vec<Uuid> = tasks
+        .iter()
+        .copied()
+        .filter(|t| *t != refused_task)
+        .collect();
+    assert_in_order(&seen, &others, 5);
+    let refused_versions: Vec<i64> = seen
+        .iter()
+        .filter(|s| s.2 == refused_task)
+        .map(|s| s.3)
+        .collect();
+    assert_eq!(
+        refused_versions,
+        vec![2, 3, 4, 5],
+        "the partition moved on past the dead letter"
+    );
+    assert!(seen.iter().any(|s| events
+        .iter()
+        .any(|e| e.metadata().event_id == flaky && e.metadata().task_id == s.2)));
+    assert_eq!(
+        committed(&brokers, group, topic, 3),
+        highs
+            .iter()
+            .map(|h| (*h > 0).then_some(*h))
+            .collect::<Vec<_>>()
+    );
+
+    // Two dead letters: the undecodable bytes and the refused event, each with the reason.
+    let dlq = read_all(&brokers, &taskflow_schemas::topics::dlq(group), 1, 2).await;
+    assert_eq!(dlq.len(), 2);
+    let header = |m: &rdkafka::message::OwnedMessage, k: &str| {
+        m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == k)
+                .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+        })
+    };
+    let garbage = dlq
+        .iter()
+        .find(|m| m.key() == Some(b"garbage-key".as_slice()))
+        .expect("garbage dead-lettered");
+    assert_eq!(
+        garbage.payload(),
+        Some(b"\x00\x00\x00\x00\x07not avro".as_slice())
+    );
+    assert_eq!(header(garbage, "error.kind").as_deref(), Some("decode"));
+    assert_eq!(header(garbage, "source.topic").as_deref(), Some(topic));
+    assert!(header(garbage, "source.offset").is_some());
+    let refused_msg = dlq
+        .iter()
+        .find(|m| m.key() != Some(b"garbage-key".as_slice()))
+        .unwrap();
+    assert_eq!(
+        header(refused_msg, "error.kind").as_deref(),
+        Some("handler")
+    );
+    assert_eq!(
+        header(refused_msg, "error").as_deref(),
+        Some("violates a constraint")
+    );
+    assert_eq!(
+        header(refused_msg, "event_type").as_deref(),
+        Some("ReminderDue"),
+        "original headers kept"
+    );
+    assert_eq!(header(refused_msg, "attempts").as_deref(), Some("1"));
+
+    assert_eq!(
+        metric(
+            &registry,
+            "taskflow_consumer_messages_total",
+            ("outcome", "ok")
+        ),
+        29.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "taskflow_consumer_messages_total",
+            ("outcome", "dlq")
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "taskflow_consumer_messages_total",
+            ("outcome", "retry")
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "taskflow_consumer_rebalances_total",
+            ("kind", "assign")
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_block_the_partition_without_committing() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-blocked";
+    let group = "rt-g2";
+    cluster.create_topic(topic, 1, 1).unwrap();
+    let producer = producer(&brokers);
+    let task = Uuid::now_v7();
+    let events: Vec<_> = (1..=3).map(|v| common::event(task, v)).collect();
+    produce_events(&producer, topic, &events[..1]).await;
+    produce_events(&producer, topic, &events[1..2]).await;
+    produce_events(&producer, topic, &events[2..]).await;
+
+    let recorder = Recorder::default();
+    // The second event keeps failing: the "database" stays down.
+    recorder
+        .inner
+        .lock()
+        .unwrap()
+        .transient
+        .insert(events[1].metadata().event_id, u32::MAX);
+    let registry = Registry::new();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        recorder.clone(),
+        &registry,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe = handle.probe();
+    wait_for("the first event committed", Duration::from_secs(20), || {
+        probe.committed(topic, 0) == Some(1)
+    })
+    .await;
+    wait_for("several retries", Duration::from_secs(20), || {
+        metric(
+            &registry,
+            "taskflow_consumer_messages_total",
+            ("outcome", "retry"),
+        ) >= 3.0
+    })
+    .await;
+    // Stop while the second event is still failing: nothing past it is committed or skipped.
+    handle.stop().await.unwrap();
+    assert_eq!(recorder.seen().len(), 1);
+    assert_eq!(committed(&brokers, group, topic, 1), vec![Some(1)]);
+    assert_eq!(
+        metric(&registry, "taskflow_consumer_dlq_total", ("topic", topic)),
+        0.0
+    );
+
+    // The dependency recovers; a restarted worker resumes at the committed offset.
+    recorder.inner.lock().unwrap().transient.clear();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        recorder.clone(),
+        &Registry::new(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe = handle.probe();
+    wait_for(
+        "all committed after recovery",
+        Duration::from_secs(20),
+        || probe.committed(topic, 0) == Some(3),
+    )
+    .await;
+    handle.stop().await.unwrap();
+    let versions: Vec<i64> = recorder.seen().iter().map(|s| s.3).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_in_flight_message_and_commits() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-shutdown";
+    let group = "rt-g3";
+    cluster.create_topic(topic, 1, 1).unwrap();
+    let producer = producer(&brokers);
+    let task = Uuid::now_v7();
+    let events: Vec<_> = (1..=20).map(|v| common::event(task, v)).collect();
+    produce_events(&producer, topic, &events).await;
+
+    let recorder = Recorder {
+        delay: Duration::from_millis(200),
+        ..Recorder::default()
+    };
+    let mut s = settings(group, topic);
+    // No periodic commit: whatever is committed comes from the final synchronous commit.
+    s.commit_interval = Duration::from_secs(3600);
+    let token = CancellationToken::new();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        s,
+        JsonDecoder,
+        recorder.clone(),
+        &Registry::new(),
+        token.clone(),
+    )
+    .unwrap();
+    wait_for("a few messages handled", Duration::from_secs(20), || {
+        recorder.seen().len() >= 3
+    })
+    .await;
+    // Cancel through the caller's token, as SIGTERM does.
+    token.cancel();
+    handle.join().await.unwrap();
+    let handled = recorder.seen().len() as i64;
+    assert!(handled < 20, "shutdown stopped taking work");
+    // Everything handled, including the message in flight at cancel time, is committed.
+    assert_eq!(committed(&brokers, group, topic, 1), vec![Some(handled)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_takes_partitions_over_without_losing_messages() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-rebalance";
+    let group = "rt-g4";
+    cluster.create_topic(topic, 4, 1).unwrap();
+    let producer = producer(&brokers);
+    let tasks: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+
+    let a = Recorder {
+        delay: Duration::from_millis(5),
+        ..Recorder::default()
+    };
+    let b = Recorder {
+        inner: a.inner.clone(),
+        delay: Duration::from_millis(5),
+    };
+    let registry_a = Registry::new();
+    let first = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        a.clone(),
+        &registry_a,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe_a = first.probe();
+    wait_for("first member assigned", Duration::from_secs(30), || {
+        probe_a.assigned().len() == 4
+    })
+    .await;
+
+    for v in 1..=10 {
+        let batch: Vec<_> = tasks.iter().map(|t| common::event(*t, v)).collect();
+        produce_events(&producer, topic, &batch).await;
+        if v == 3 {
+            // Join while messages are flowing.
+            let second = runtime::spawn(
+                base_config(&brokers),
+                settings(group, topic),
+                JsonDecoder,
+                b.clone(),
+                &Registry::new(),
+                CancellationToken::new(),
+            )
+            .unwrap();
+            let probe_b = second.probe();
+            wait_for(
+                "partitions split between members",
+                Duration::from_secs(60),
+                || !probe_b.assigned().is_empty() && probe_a.assigned().len() < 4,
+            )
+            .await;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                second.stop().await.unwrap();
+            });
+        }
+    }
+    let highs = high_watermarks(&brokers, topic, 4);
+    wait_for("every event handled", Duration::from_secs(60), || {
+        let seen = a.seen();
+        tasks.iter().all(|t| {
+            seen.iter()
+                .filter(|s| s.2 == *t)
+                .map(|s| s.3)
+                .collect::<HashSet<_>>()
+                .len()
+                == 10
+        })
+    })
+    .await;
+    // After the second member leaves, the first owns everything again and commits it all.
+    let expected: Vec<Option<i64>> = highs.iter().map(|h| (*h > 0).then_some(*h)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed(&brokers, group, topic, 4) != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "offsets not committed: {:?} vs {expected:?}",
+            committed(&brokers, group, topic, 4)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    first.stop().await.unwrap();
+    assert_in_order(&a.seen(), &tasks, 10);
+    assert_eq!(
+        committed(&brokers, group, topic, 4),
+        highs.iter().map(|h| Some(*h)).collect::<Vec<_>>()
+    );
+    assert!(
+        metric(
+            &registry_a,
+            "taskflow_consumer_rebalances_total",
+            ("kind", "revoke")
+        ) >= 1.0
+    );
+}
