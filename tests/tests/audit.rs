@@ -49,7 +49,15 @@ async fn setup(partitions: i32) -> Setup {
     create_topic(&brokers, &topic, partitions).await;
     create_topic(&brokers, &dlq, 1).await;
     let registry = registry_url().await;
-    Setup { codec: Codec::new(&registry), brokers, topic, group, dlq, db: db::fresh().await, registry }
+    Setup {
+        codec: Codec::new(&registry),
+        brokers,
+        topic,
+        group,
+        dlq,
+        db: db::fresh().await,
+        registry,
+    }
 }
 
 impl Setup {
@@ -77,7 +85,10 @@ impl Setup {
 }
 
 async fn audit_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(pool).await.expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(pool)
+        .await
+        .expect("count")
 }
 
 async fn wait_for_count(pool: &PgPool, n: i64, timeout: Duration) -> i64 {
@@ -93,14 +104,21 @@ async fn wait_for_count(pool: &PgPool, n: i64, timeout: Duration) -> i64 {
 
 /// Exactly one row per produced event: none missing, none twice, none extra.
 async fn assert_exactly_once(pool: &PgPool, events: &[Event]) {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_log").fetch_all(pool).await.expect("ids");
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_log")
+        .fetch_all(pool)
+        .await
+        .expect("ids");
     let rows = ids.len();
     let got: HashSet<Uuid> = ids.into_iter().collect();
     assert_eq!(rows, got.len(), "an event was audited twice");
     let want: HashSet<Uuid> = events.iter().map(|e| e.metadata().event_id).collect();
     let missing = want.difference(&got).count();
     let extra = got.difference(&want).count();
-    assert_eq!((missing, extra), (0, 0), "{missing} events missing, {extra} unexpected rows");
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "{missing} events missing, {extra} unexpected rows"
+    );
 }
 
 fn counter(registry: &prometheus::Registry, name: &str, outcome: Option<&str>) -> f64 {
@@ -109,7 +127,13 @@ fn counter(registry: &prometheus::Registry, name: &str, outcome: Option<&str>) -
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .filter(|m| outcome.is_none_or(|o| m.get_label().iter().any(|l| l.name() == "outcome" && l.value() == o)))
+        .filter(|m| {
+            outcome.is_none_or(|o| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "outcome" && l.value() == o)
+            })
+        })
         .map(|m| m.get_counter().get_value())
         .sum()
 }
@@ -142,7 +166,11 @@ async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
         // crash lands mid-stream with uncommitted work in flight.
         let now = wait_for_count(&s.db.pool, last + 300, Duration::from_secs(120)).await;
         assert!(now > last, "worker made no progress after restart {kills}");
-        assert!(now < 10_000, "the stream ended before kill {} could land mid-stream", kills + 1);
+        assert!(
+            now < 10_000,
+            "the stream ended before kill {} could land mid-stream",
+            kills + 1
+        );
         worker.kill().await;
         kills += 1;
         last = audit_count(&s.db.pool).await;
@@ -154,7 +182,9 @@ async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
     assert_exactly_once(&s.db.pool, &events).await;
     // Redelivered messages were absorbed by the event-id constraint, not
     // dead-lettered.
-    let dlq = Collector::new(&s.brokers, &s.dlq).drain_extra(Duration::from_secs(2)).await;
+    let dlq = Collector::new(&s.brokers, &s.dlq)
+        .drain_extra(Duration::from_secs(2))
+        .await;
     assert!(dlq.is_empty(), "{} dead letters", dlq.len());
     // SIGTERM: drain, final commit, exit 0.
     let status = tokio::time::timeout(Duration::from_secs(30), worker.terminate())
@@ -175,8 +205,14 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
     let mut settings_b = s.settings();
     settings_b.runtime.client_id = "audit-b".to_owned();
 
-    let a = audit::spawn_audit_worker(settings_a, s.db.pool.clone(), s.codec.clone(), &metrics_a, shutdown.child_token())
-        .expect("worker a");
+    let a = audit::spawn_audit_worker(
+        settings_a,
+        s.db.pool.clone(),
+        s.codec.clone(),
+        &metrics_a,
+        shutdown.child_token(),
+    )
+    .expect("worker a");
     let probe_a = a.probe();
     let mut a = Some(a);
 
@@ -185,7 +221,12 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
     let watching = Arc::new(AtomicBool::new(true));
     let probe_b: Arc<std::sync::Mutex<Option<Probe>>> = Arc::default();
     let watcher = {
-        let (overlap, watching, probe_a, probe_b) = (overlap.clone(), watching.clone(), probe_a.clone(), probe_b.clone());
+        let (overlap, watching, probe_a, probe_b) = (
+            overlap.clone(),
+            watching.clone(),
+            probe_a.clone(),
+            probe_b.clone(),
+        );
         tokio::spawn(async move {
             while watching.load(Ordering::SeqCst) {
                 let b = probe_b.lock().unwrap().clone();
@@ -206,8 +247,14 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if i == 9 {
             // B joins mid-stream.
-            let w = audit::spawn_audit_worker(settings_b.clone(), s.db.pool.clone(), s.codec.clone(), &metrics_b, shutdown.child_token())
-                .expect("worker b");
+            let w = audit::spawn_audit_worker(
+                settings_b.clone(),
+                s.db.pool.clone(),
+                s.codec.clone(),
+                &metrics_b,
+                shutdown.child_token(),
+            )
+            .expect("worker b");
             *probe_b.lock().unwrap() = Some(w.probe());
             b = Some(w);
         }
@@ -215,7 +262,11 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
             // A leaves mid-stream, once B owns partitions: drain and commit on revoke.
             let pb = probe_b.lock().unwrap().clone().expect("b started");
             wait_until(|| !pb.assigned().is_empty(), Duration::from_secs(60)).await;
-            a.take().expect("a running").stop().await.expect("a stops cleanly");
+            a.take()
+                .expect("a running")
+                .stop()
+                .await
+                .expect("a stops cleanly");
         }
     }
     let count = wait_for_count(&s.db.pool, 3_000, Duration::from_secs(180)).await;
@@ -223,8 +274,18 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
     watcher.await.unwrap();
     assert_eq!(count, 3_000);
     assert_exactly_once(&s.db.pool, &events).await;
-    assert!(!overlap.load(Ordering::SeqCst), "a partition was assigned to both members at once");
-    let owned_b: HashSet<i32> = b.as_ref().expect("b").probe().assigned().iter().map(|tp| tp.partition).collect();
+    assert!(
+        !overlap.load(Ordering::SeqCst),
+        "a partition was assigned to both members at once"
+    );
+    let owned_b: HashSet<i32> = b
+        .as_ref()
+        .expect("b")
+        .probe()
+        .assigned()
+        .iter()
+        .map(|tp| tp.partition)
+        .collect();
     assert_eq!(owned_b.len(), 6, "B took over every partition after A left");
     // No message was handled twice: each handover committed on revoke.
     let handled = counter(&metrics_a, "taskflow_consumer_messages_total", Some("ok"))
@@ -236,7 +297,10 @@ async fn two_workers_split_six_partitions_without_loss_duplicates_or_overlap() {
 async fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached in {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -247,8 +311,14 @@ async fn poison_messages_are_dead_lettered_and_the_worker_moves_on() {
     let events = task_events(90, 10);
     let producer = producer(&s.brokers);
     let metrics = prometheus::Registry::new();
-    let worker = audit::spawn_audit_worker(s.settings(), s.db.pool.clone(), s.codec.clone(), &metrics, CancellationToken::new())
-        .expect("worker");
+    let worker = audit::spawn_audit_worker(
+        s.settings(),
+        s.db.pool.clone(),
+        s.codec.clone(),
+        &metrics,
+        CancellationToken::new(),
+    )
+    .expect("worker");
 
     let garbage: &[u8] = b"definitely not avro";
     // Confluent framing with a schema id no registry has.
@@ -256,27 +326,63 @@ async fn poison_messages_are_dead_lettered_and_the_worker_moves_on() {
     produce(&producer, &s.codec, &s.topic, &events[..30]).await;
     produce_raw(&producer, &s.topic, [("k-garbage", "TaskCreated", garbage)]).await;
     produce(&producer, &s.codec, &s.topic, &events[30..60]).await;
-    produce_raw(&producer, &s.topic, [("k-unknown", "TaskCreated", unknown_id)]).await;
+    produce_raw(
+        &producer,
+        &s.topic,
+        [("k-unknown", "TaskCreated", unknown_id)],
+    )
+    .await;
     produce(&producer, &s.codec, &s.topic, &events[60..]).await;
 
-    assert_eq!(wait_for_count(&s.db.pool, 90, Duration::from_secs(120)).await, 90);
+    assert_eq!(
+        wait_for_count(&s.db.pool, 90, Duration::from_secs(120)).await,
+        90
+    );
     assert_exactly_once(&s.db.pool, &events).await;
-    let dead = Collector::new(&s.brokers, &s.dlq).collect(2, Duration::from_secs(60)).await;
+    let dead = Collector::new(&s.brokers, &s.dlq)
+        .collect(2, Duration::from_secs(60))
+        .await;
     assert_eq!(dead.len(), 2, "both poison messages dead-lettered");
-    let by_key = |k: &str| dead.iter().find(|m| m.key.as_deref() == Some(k.as_bytes())).expect("dead letter");
+    let by_key = |k: &str| {
+        dead.iter()
+            .find(|m| m.key.as_deref() == Some(k.as_bytes()))
+            .expect("dead letter")
+    };
     let g = by_key("k-garbage");
     assert_eq!(g.payload, garbage, "original bytes kept");
     let u = by_key("k-unknown");
     assert_eq!(u.payload, unknown_id);
     for m in [g, u] {
-        assert!(!m.headers.get("error").map(String::as_str).unwrap_or("").is_empty(), "reason header: {:?}", m.headers);
+        assert!(
+            !m.headers
+                .get("error")
+                .map(String::as_str)
+                .unwrap_or("")
+                .is_empty(),
+            "reason header: {:?}",
+            m.headers
+        );
         assert_eq!(m.headers.get("source.topic"), Some(&s.topic));
-        assert_eq!(m.headers.get("source.partition").map(String::as_str), Some("0"));
-        assert!(m.headers.get("source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert_eq!(
+            m.headers.get("source.partition").map(String::as_str),
+            Some("0")
+        );
+        assert!(m
+            .headers
+            .get("source.offset")
+            .is_some_and(|o| o.parse::<i64>().is_ok()));
         assert!(m.headers.contains_key("attempts"));
-        assert_eq!(m.headers.get("event_type").map(String::as_str), Some("TaskCreated"), "original headers kept");
+        assert_eq!(
+            m.headers.get("event_type").map(String::as_str),
+            Some("TaskCreated"),
+            "original headers kept"
+        );
     }
-    assert!(u.headers["error"].contains("schema"), "unknown-id reason names the schema: {}", u.headers["error"]);
+    assert!(
+        u.headers["error"].contains("schema"),
+        "unknown-id reason names the schema: {}",
+        u.headers["error"]
+    );
     assert!(worker.probe().is_running(), "the worker never stopped");
     assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 2.0);
     worker.stop().await.expect("stop");
@@ -295,8 +401,14 @@ async fn database_outage_loses_nothing_and_dead_letters_nothing() {
         .await
         .expect("pool through the proxy");
     let metrics = prometheus::Registry::new();
-    let worker = audit::spawn_audit_worker(s.settings(), pool, s.codec.clone(), &metrics, CancellationToken::new())
-        .expect("worker");
+    let worker = audit::spawn_audit_worker(
+        s.settings(),
+        pool,
+        s.codec.clone(),
+        &metrics,
+        CancellationToken::new(),
+    )
+    .expect("worker");
 
     produce(&producer, &s.codec, &s.topic, &events[..500]).await;
     assert!(wait_for_count(&s.db.pool, 100, Duration::from_secs(120)).await >= 100);
@@ -305,15 +417,30 @@ async fn database_outage_loses_nothing_and_dead_letters_nothing() {
     // The worker keeps retrying while PostgreSQL is unreachable.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = audit_count(&s.db.pool).await;
-    assert!(during < 1_000, "the outage really stopped writes ({during} rows)");
+    assert!(
+        during < 1_000,
+        "the outage really stopped writes ({during} rows)"
+    );
     assert!(worker.probe().is_running());
-    assert!(counter(&metrics, "taskflow_consumer_messages_total", Some("retry")) > 0.0, "transient failures were retried");
+    assert!(
+        counter(&metrics, "taskflow_consumer_messages_total", Some("retry")) > 0.0,
+        "transient failures were retried"
+    );
     proxy.set_down(false);
 
-    assert_eq!(wait_for_count(&s.db.pool, 1_000, Duration::from_secs(120)).await, 1_000);
+    assert_eq!(
+        wait_for_count(&s.db.pool, 1_000, Duration::from_secs(120)).await,
+        1_000
+    );
     assert_exactly_once(&s.db.pool, &events).await;
-    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 0.0, "nothing dead-lettered");
-    let dlq = Collector::new(&s.brokers, &s.dlq).drain_extra(Duration::from_secs(2)).await;
+    assert_eq!(
+        counter(&metrics, "taskflow_consumer_dlq_total", None),
+        0.0,
+        "nothing dead-lettered"
+    );
+    let dlq = Collector::new(&s.brokers, &s.dlq)
+        .drain_extra(Duration::from_secs(2))
+        .await;
     assert!(dlq.is_empty());
     worker.stop().await.expect("stop");
 }
@@ -343,10 +470,11 @@ async fn audit_log_refuses_update_delete_and_truncate() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     // The monthly partition holding the row refuses too, not only the parent.
-    let partition: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM audit_log LIMIT 1")
-    .fetch_one(&db.pool)
-    .await
-    .expect("a partition");
+    let partition: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM audit_log LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .expect("a partition");
     assert_ne!(partition, "audit_log");
     for sql in [
         format!("UPDATE {partition} SET version = 99"),
@@ -368,9 +496,18 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
     let events = task_events(400, 40);
     produce(&producer(&s.brokers), &s.codec, &s.topic, &events).await;
     let metrics = prometheus::Registry::new();
-    let worker = audit::spawn_audit_worker(s.settings(), s.db.pool.clone(), s.codec.clone(), &metrics, CancellationToken::new())
-        .expect("worker");
-    assert_eq!(wait_for_count(&s.db.pool, 400, Duration::from_secs(120)).await, 400);
+    let worker = audit::spawn_audit_worker(
+        s.settings(),
+        s.db.pool.clone(),
+        s.codec.clone(),
+        &metrics,
+        CancellationToken::new(),
+    )
+    .expect("worker");
+    assert_eq!(
+        wait_for_count(&s.db.pool, 400, Duration::from_secs(120)).await,
+        400
+    );
     worker.stop().await.expect("stop");
 
     // The log is lost: rebuild it in an empty database from the earliest offset.
@@ -386,12 +523,32 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
     .expect("replay");
     assert_eq!(report.inserted, 400, "{report:?}");
 
-    const COLUMNS: &str = "event_id, event_type, task_id, user_id, occurred_at, version, correlation_id,
+    const COLUMNS: &str =
+        "event_id, event_type, task_id, user_id, occurred_at, version, correlation_id,
         causation_id, payload::text, source_topic, source_partition, source_offset";
-    type Row = (Uuid, String, Uuid, Uuid, chrono::DateTime<chrono::Utc>, i64, String, Option<String>, String, String, i32, i64);
+    type Row = (
+        Uuid,
+        String,
+        Uuid,
+        Uuid,
+        chrono::DateTime<chrono::Utc>,
+        i64,
+        String,
+        Option<String>,
+        String,
+        String,
+        i32,
+        i64,
+    );
     let q = format!("SELECT {COLUMNS} FROM audit_log ORDER BY event_id");
-    let original: Vec<Row> = sqlx::query_as(&q).fetch_all(&s.db.pool).await.expect("original");
-    let replayed: Vec<Row> = sqlx::query_as(&q).fetch_all(&rebuilt.pool).await.expect("replayed");
+    let original: Vec<Row> = sqlx::query_as(&q)
+        .fetch_all(&s.db.pool)
+        .await
+        .expect("original");
+    let replayed: Vec<Row> = sqlx::query_as(&q)
+        .fetch_all(&rebuilt.pool)
+        .await
+        .expect("replayed");
     assert_eq!(original.len(), 400);
     assert_eq!(original, replayed, "replay reproduces every row");
 }
