@@ -11,6 +11,18 @@
 //! consumer at the same rate on the same broker, since the test broker
 //! (tansu) is much slower than Redpanda and absolute numbers mislead.
 //!
+//! ```sh
+//! cargo build --release -p taskflow-workers --bins
+//! cargo run --release -p taskflow-tests --bin taskflow-bench -- audit [N]
+//! ```
+//!
+//! `audit`: N events pre-loaded on a 6-partition topic, then the real
+//! `taskflow-audit` binary (beside this one, same profile) audits them: events
+//! per second from process start to the last row (start-up and group join
+//! included) and between the first and last insert, and the process's peak
+//! RSS. The reference limit is a plain `COPY` of the very same rows into the
+//! same table shape in another database on the same PostgreSQL.
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -25,8 +37,12 @@ use rdkafka::{
 use serde_json::json;
 use taskflow_tests::{
     broker::{create_topic, Collector, TansuBroker},
+    db,
+    events::{produce, producer, task_events},
+    registry::registry_url,
     system::TestSystem,
     unique,
+    worker::WorkerProcess,
 };
 
 #[tokio::main]
@@ -45,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
     };
     match what {
         "api" => bench_api(&brokers, n, concurrency).await,
-        other => anyhow::bail!("unknown benchmark {other:?}; expected: api"),
+        "audit" => bench_audit(&brokers, n).await,
+        other => anyhow::bail!("unknown benchmark {other:?}; expected: api or audit"),
     }
 }
 
@@ -169,4 +186,69 @@ async fn baseline(brokers: &str, n: usize, rate: f64) -> anyhow::Result<(f64, f6
         })
         .collect();
     Ok(summary(lat))
+}
+
+async fn bench_audit(brokers: &str, n: usize) -> anyhow::Result<()> {
+    let topic = unique("bench-audit");
+    let group = unique("bench-audit");
+    create_topic(brokers, &topic, 6).await;
+    create_topic(brokers, &taskflow_schemas::topics::dlq(&group), 1).await;
+    let registry = registry_url().await;
+    let codec = taskflow_schemas::Codec::new(&registry);
+    let events = task_events(n, (n / 10).max(1));
+    let p = producer(brokers);
+    for chunk in events.chunks(1000) {
+        produce(&p, &codec, &topic, chunk).await;
+    }
+    let target = db::fresh().await;
+
+    let started = Instant::now();
+    let worker = WorkerProcess::start(&[
+        ("TASKFLOW_DATABASE_URL", target.url.clone()),
+        ("TASKFLOW_KAFKA_BROKERS", brokers.to_owned()),
+        ("TASKFLOW_SCHEMA_REGISTRY_URL", registry.clone()),
+        ("TASKFLOW_KAFKA_GROUP_ID", group.clone()),
+        ("TASKFLOW_KAFKA_TOPICS", topic.clone()),
+    ]);
+    let mut peak_kib = 0;
+    loop {
+        peak_kib = peak_kib.max(worker.peak_rss_kib().unwrap_or(0));
+        let c: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&target.pool).await?;
+        if c as usize >= n {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "audit worker stalled at {c} rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wall = started.elapsed();
+    peak_kib = peak_kib.max(worker.peak_rss_kib().unwrap_or(0));
+    let _ = worker.terminate().await;
+    let (first, last): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT min(recorded_at), max(recorded_at) FROM audit_log").fetch_one(&target.pool).await?;
+    let steady = (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6;
+
+    // Reference: COPY the same rows into an empty database with the same schema.
+    const COLS: &str = "event_id, event_type, task_id, user_id, occurred_at, version, correlation_id, causation_id, payload, source_topic, source_partition, source_offset";
+    let mut out = target.pool.acquire().await?;
+    let mut csv = Vec::new();
+    let mut stream = out.copy_out_raw(&format!("COPY (SELECT {COLS} FROM audit_log) TO STDOUT WITH (FORMAT csv)")).await?;
+    while let Some(chunk) = stream.next().await {
+        csv.extend_from_slice(&chunk?);
+    }
+    drop(stream);
+    let reference = db::fresh().await;
+    let mut conn = reference.pool.acquire().await?;
+    let copy_started = Instant::now();
+    let mut copy = conn.copy_in_raw(&format!("COPY audit_log ({COLS}) FROM STDIN WITH (FORMAT csv)")).await?;
+    copy.send(csv).await?;
+    let copied = copy.finish().await?;
+    let copy_secs = copy_started.elapsed().as_secs_f64();
+
+    println!("taskflow-bench audit: {n} events on 6 partitions, broker {brokers}");
+    println!("  audit worker, process start -> last row: {:.2} s = {:.0} events/s", wall.as_secs_f64(), n as f64 / wall.as_secs_f64());
+    println!("  audit worker, first -> last insert:      {steady:.2} s = {:.0} events/s", n as f64 / steady);
+    println!("  audit worker peak RSS (VmHWM):           {:.1} MiB", peak_kib as f64 / 1024.0);
+    println!("  reference COPY of the same {copied} rows:  {copy_secs:.2} s = {:.0} rows/s", copied as f64 / copy_secs);
+    println!("  worker steady rate / COPY rate:          {:.3}", (n as f64 / steady) / (copied as f64 / copy_secs));
+    Ok(())
 }

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     taskflow_infra::telemetry::init_tracing();
     let database_url: String = env_or(
         "TASKFLOW_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        "postgres://postgres@localhost:5432/taskflow".to_owned(),
     )?;
     let registry_url: String = env_or(
         "TASKFLOW_SCHEMA_REGISTRY_URL",
