@@ -19,7 +19,7 @@
 //! - Every row of a batch is encoded before any is sent, so a registry outage
 //!   aborts the batch without sending a prefix that would be sent again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
@@ -57,6 +57,7 @@ pub enum RelayError {
 /// | `TASKFLOW_OUTBOX_IDLE_POLL_MS` | 1000 | re-check interval when no NOTIFY arrives (safety net) |
 /// | `TASKFLOW_OUTBOX_LINGER_MS` | 5 | producer `linger.ms` |
 /// | `TASKFLOW_OUTBOX_LOCK_KEY` | 7_310_041 | advisory lock electing the one active relay |
+/// | `TASKFLOW_OUTBOX_DRAIN_TIMEOUT_MS` | 10000 | on shutdown, how long to wait for outstanding delivery reports |
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub batch_size: i64,
@@ -89,7 +90,10 @@ impl RelayConfig {
             idle_poll: Duration::from_millis(env_or("TASKFLOW_OUTBOX_IDLE_POLL_MS", 1000u64)?),
             linger_ms: env_or("TASKFLOW_OUTBOX_LINGER_MS", d.linger_ms)?,
             lock_key: env_or("TASKFLOW_OUTBOX_LOCK_KEY", d.lock_key)?,
-            drain_timeout: d.drain_timeout,
+            drain_timeout: Duration::from_millis(env_or(
+                "TASKFLOW_OUTBOX_DRAIN_TIMEOUT_MS",
+                10_000u64,
+            )?),
         })
     }
 }
@@ -193,6 +197,14 @@ impl Relay {
     /// Publishes until `shutdown` fires. Errors are logged, counted and
     /// retried with backoff; only shutdown ends the loop.
     pub async fn run(self, shutdown: CancellationToken) {
+        // The backlog is measured apart from publishing: a batch waiting out a
+        // broker outage must not freeze the gauge that should reveal it, and
+        // stand-by replicas report the same database-wide figure.
+        tokio::spawn(report_backlog(
+            self.pool.clone(),
+            self.metrics.backlog.clone(),
+            shutdown.clone(),
+        ));
         let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
             match self.lead(&shutdown).await {
@@ -263,16 +275,8 @@ impl Relay {
                 None
             }
         };
-        let mut last_backlog = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
             let published = self.publish_batch(&mut conn, &producer, shutdown).await?;
-            if last_backlog.elapsed() >= Duration::from_millis(500) {
-                let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-                    .fetch_one(&mut conn)
-                    .await?;
-                self.metrics.backlog.set(backlog);
-                last_backlog = Instant::now();
-            }
             if published as i64 >= self.config.batch_size {
                 continue;
             }
@@ -429,6 +433,23 @@ impl Relay {
             Ok(delivered.len())
         } else {
             Err(RelayError::Undelivered(undelivered.len()))
+        }
+    }
+}
+
+async fn report_backlog(pool: PgPool, gauge: IntGauge, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(n) => gauge.set(n),
+            Err(e) => tracing::debug!(error = %e, "outbox backlog not measured"),
         }
     }
 }

@@ -213,25 +213,36 @@ async fn bench_audit(brokers: &str, n: usize) -> anyhow::Result<()> {
     let mut peak_kib = 0;
     loop {
         peak_kib = peak_kib.max(worker.peak_rss_kib().unwrap_or(0));
-        let c: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&target.pool).await?;
+        let c: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+            .fetch_one(&target.pool)
+            .await?;
         if c as usize >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "audit worker stalled at {c} rows");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "audit worker stalled at {c} rows"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wall = started.elapsed();
     peak_kib = peak_kib.max(worker.peak_rss_kib().unwrap_or(0));
     let _ = worker.terminate().await;
     let (first, last): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
-        sqlx::query_as("SELECT min(recorded_at), max(recorded_at) FROM audit_log").fetch_one(&target.pool).await?;
+        sqlx::query_as("SELECT min(recorded_at), max(recorded_at) FROM audit_log")
+            .fetch_one(&target.pool)
+            .await?;
     let steady = (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6;
 
     // Reference: COPY the same rows into an empty database with the same schema.
     const COLS: &str = "event_id, event_type, task_id, user_id, occurred_at, version, correlation_id, causation_id, payload, source_topic, source_partition, source_offset";
     let mut out = target.pool.acquire().await?;
     let mut csv = Vec::new();
-    let mut stream = out.copy_out_raw(&format!("COPY (SELECT {COLS} FROM audit_log) TO STDOUT WITH (FORMAT csv)")).await?;
+    let mut stream = out
+        .copy_out_raw(&format!(
+            "COPY (SELECT {COLS} FROM audit_log) TO STDOUT WITH (FORMAT csv)"
+        ))
+        .await?;
     while let Some(chunk) = stream.next().await {
         csv.extend_from_slice(&chunk?);
     }
@@ -239,16 +250,36 @@ async fn bench_audit(brokers: &str, n: usize) -> anyhow::Result<()> {
     let reference = db::fresh().await;
     let mut conn = reference.pool.acquire().await?;
     let copy_started = Instant::now();
-    let mut copy = conn.copy_in_raw(&format!("COPY audit_log ({COLS}) FROM STDIN WITH (FORMAT csv)")).await?;
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY audit_log ({COLS}) FROM STDIN WITH (FORMAT csv)"
+        ))
+        .await?;
     copy.send(csv).await?;
     let copied = copy.finish().await?;
     let copy_secs = copy_started.elapsed().as_secs_f64();
 
     println!("taskflow-bench audit: {n} events on 6 partitions, broker {brokers}");
-    println!("  audit worker, process start -> last row: {:.2} s = {:.0} events/s", wall.as_secs_f64(), n as f64 / wall.as_secs_f64());
-    println!("  audit worker, first -> last insert:      {steady:.2} s = {:.0} events/s", n as f64 / steady);
-    println!("  audit worker peak RSS (VmHWM):           {:.1} MiB", peak_kib as f64 / 1024.0);
-    println!("  reference COPY of the same {copied} rows:  {copy_secs:.2} s = {:.0} rows/s", copied as f64 / copy_secs);
-    println!("  worker steady rate / COPY rate:          {:.3}", (n as f64 / steady) / (copied as f64 / copy_secs));
+    println!(
+        "  audit worker, process start -> last row: {:.2} s = {:.0} events/s",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  audit worker, first -> last insert:      {steady:.2} s = {:.0} events/s",
+        n as f64 / steady
+    );
+    println!(
+        "  audit worker peak RSS (VmHWM):           {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    println!(
+        "  reference COPY of the same {copied} rows:  {copy_secs:.2} s = {:.0} rows/s",
+        copied as f64 / copy_secs
+    );
+    println!(
+        "  worker steady rate / COPY rate:          {:.3}",
+        (n as f64 / steady) / (copied as f64 / copy_secs)
+    );
     Ok(())
 }

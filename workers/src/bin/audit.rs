@@ -32,8 +32,9 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let settings = AuditSettings::from_env()?;
 
+    let max_connections: u32 = env_or("TASKFLOW_DATABASE_MAX_CONNECTIONS", 10)?;
     let pool = PgPoolOptions::new()
-        .max_connections(10)
+        .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
         .connect(&database_url)
         .await
