@@ -220,6 +220,36 @@ impl KafkaSettings {
     }
 }
 
+/// The Avro codec for the registry the environment names.
+///
+/// | variable | default | meaning |
+/// | --- | --- | --- |
+/// | `TASKFLOW_SCHEMA_REGISTRY_URL` | `http://localhost:8081` | Confluent-compatible Schema Registry |
+/// | `TASKFLOW_SCHEMA_REGISTRY_USERNAME` / `_PASSWORD` | none | basic auth for a hosted registry; both or neither |
+pub fn codec_from_env() -> Result<taskflow_schemas::Codec, ConfigError> {
+    let url: String = env_or(
+        "TASKFLOW_SCHEMA_REGISTRY_URL",
+        "http://localhost:8081".to_owned(),
+    )?;
+    let user: Option<String> = env_opt("TASKFLOW_SCHEMA_REGISTRY_USERNAME")?;
+    let password: Option<String> = env_opt("TASKFLOW_SCHEMA_REGISTRY_PASSWORD")?;
+    match (user, password) {
+        (None, None) => Ok(taskflow_schemas::Codec::new(&url)),
+        (Some(u), Some(p)) => Ok(taskflow_schemas::Codec::with_credentials(
+            &url,
+            Some((&u, &p)),
+        )),
+        (Some(_), None) => Err(ConfigError::Missing {
+            name: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD".to_owned(),
+            because: "TASKFLOW_SCHEMA_REGISTRY_USERNAME is set".to_owned(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            name: "TASKFLOW_SCHEMA_REGISTRY_USERNAME".to_owned(),
+            because: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD is set".to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

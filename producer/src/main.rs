@@ -2,11 +2,10 @@
 
 use anyhow::Context;
 use taskflow_infra::{
-    config::{env_or, KafkaSettings},
+    config::{codec_from_env, KafkaSettings},
     outbox::{Relay, RelayConfig},
 };
 use taskflow_producer::{Application, Settings};
-use taskflow_schemas::Codec;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,14 +43,10 @@ async fn main() -> anyhow::Result<()> {
     // The relay runs beside the API: the API only writes PostgreSQL, so it
     // keeps answering while the broker or the registry is down.
     let kafka = KafkaSettings::from_env("taskflow-api").context("reading Kafka settings")?;
-    let registry_url: String = env_or(
-        "TASKFLOW_SCHEMA_REGISTRY_URL",
-        "http://localhost:8081".to_owned(),
-    )?;
     let relay = Relay::new(
         app.pool(),
         &kafka,
-        Codec::new(&registry_url),
+        codec_from_env().context("reading Schema Registry settings")?,
         RelayConfig::from_env().context("reading outbox settings")?,
         &registry,
     )

@@ -48,6 +48,8 @@ pub struct Codec {
 
 struct Inner {
     base_url: String,
+    /// Basic-auth credentials for hosted registries (Redpanda Cloud, Confluent Cloud).
+    credentials: Option<(String, String)>,
     sr: SrSettings,
     http: reqwest::Client,
     /// topic -> schema id of each current record schema (indexed like
@@ -69,9 +71,18 @@ impl std::fmt::Debug for Codec {
 impl Codec {
     /// A codec for the registry at `registry_url` (e.g. `http://127.0.0.1:8081`). No I/O.
     pub fn new(registry_url: &str) -> Codec {
+        Self::with_credentials(registry_url, None)
+    }
+
+    /// A codec for a registry that wants HTTP basic auth (`username`, `password`).
+    pub fn with_credentials(registry_url: &str, credentials: Option<(&str, &str)>) -> Codec {
         let base_url = registry_url.trim_end_matches('/').to_owned();
-        let sr = SrSettings::new_builder(base_url.clone())
-            .set_timeout(REGISTRY_TIMEOUT)
+        let mut builder = SrSettings::new_builder(base_url.clone());
+        builder.set_timeout(REGISTRY_TIMEOUT);
+        if let Some((user, password)) = credentials {
+            builder.set_basic_authorization(user, Some(password));
+        }
+        let sr = builder
             .build()
             .unwrap_or_else(|_| SrSettings::new(base_url.clone()));
         let http = reqwest::Client::builder()
@@ -81,6 +92,7 @@ impl Codec {
         Codec {
             inner: Arc::new(Inner {
                 base_url,
+                credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
                 sr,
                 http,
                 subject_ids: RwLock::default(),
@@ -159,12 +171,16 @@ impl Codec {
     /// registry still enforces its own level, and CI checks the history.
     async fn set_backward_transitive(&self, subject: &str) -> Result<(), CodecError> {
         let url = format!("{}/config/{subject}", self.inner.base_url);
-        let response = self
+        let mut request = self
             .inner
             .http
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(r#"{"compatibility":"BACKWARD_TRANSITIVE"}"#)
+            .body(r#"{"compatibility":"BACKWARD_TRANSITIVE"}"#);
+        if let Some((user, password)) = &self.inner.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| CodecError::RegistryUnavailable(format!("PUT {url}: {e}")))?;

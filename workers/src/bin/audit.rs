@@ -12,7 +12,6 @@ use prometheus::Registry;
 use sqlx::postgres::PgPoolOptions;
 use taskflow_infra::admin::{self, ReadyCheck};
 use taskflow_infra::config::env_or;
-use taskflow_schemas::Codec;
 use taskflow_workers::audit::{self, AuditSettings};
 
 #[tokio::main]
@@ -22,10 +21,7 @@ async fn main() -> anyhow::Result<()> {
         "TASKFLOW_DATABASE_URL",
         "postgres://postgres@localhost:5432/taskflow".to_owned(),
     )?;
-    let registry_url: String = env_or(
-        "TASKFLOW_SCHEMA_REGISTRY_URL",
-        "http://localhost:8081".to_owned(),
-    )?;
+    let codec = taskflow_infra::config::codec_from_env()?;
     let admin_addr: SocketAddr = env_or(
         "TASKFLOW_ADMIN_ADDR",
         SocketAddr::from(([0, 0, 0, 0], 9091)),
@@ -43,13 +39,8 @@ async fn main() -> anyhow::Result<()> {
 
     let registry = Registry::new();
     let shutdown = taskflow_infra::shutdown::on_signal();
-    let worker = audit::spawn_audit_worker(
-        settings,
-        pool.clone(),
-        Codec::new(&registry_url),
-        &registry,
-        shutdown.clone(),
-    )?;
+    let worker =
+        audit::spawn_audit_worker(settings, pool.clone(), codec, &registry, shutdown.clone())?;
 
     let probe = worker.probe();
     let ready: ReadyCheck = Arc::new(move || {

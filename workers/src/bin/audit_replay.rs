@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 use taskflow_infra::config::{env_or, KafkaSettings};
-use taskflow_schemas::Codec;
 use taskflow_workers::audit::replay::{replay, ReplayOptions};
 use taskflow_workers::audit::{self, AuditStore, TOPICS};
 use taskflow_workers::runtime::settings::parse_topics;
@@ -23,10 +22,7 @@ async fn main() -> anyhow::Result<()> {
         "TASKFLOW_DATABASE_URL",
         "postgres://postgres@localhost:5432/taskflow".to_owned(),
     )?;
-    let registry_url: String = env_or(
-        "TASKFLOW_SCHEMA_REGISTRY_URL",
-        "http://localhost:8081".to_owned(),
-    )?;
+    let codec = taskflow_infra::config::codec_from_env()?;
     let kafka = KafkaSettings::from_env("taskflow-audit-replay")?;
     let topics = parse_topics(&env_or("TASKFLOW_KAFKA_TOPICS", TOPICS.join(","))?)
         .map_err(anyhow::Error::msg)?;
@@ -43,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let report = replay(
         kafka.client_config(),
         ReplayOptions::new(&topic_refs),
-        &Codec::new(&registry_url),
+        &codec,
         &AuditStore::new(pool),
         taskflow_infra::shutdown::on_signal(),
     )
