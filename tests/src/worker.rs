@@ -1,25 +1,31 @@
-//! Runs the real `taskflow-audit` binary as a child process, so a test can
-//! SIGKILL it: no drain, no final commit, exactly what a crash looks like.
+//! Runs the real binaries (`taskflow-audit`, `taskflow-api`) as child
+//! processes, so a test can SIGKILL them (no drain, no final commit: exactly
+//! what a crash looks like) or SIGTERM them and check the exit.
 
 use std::{path::PathBuf, process::Stdio};
 
 use tokio::process::{Child, Command};
 
-/// `TASKFLOW_TEST_AUDIT_BIN`, or `taskflow-audit` beside this test's binary
-/// (`target/<profile>/`); `scripts/test` builds the workspace binaries first.
+/// `TASKFLOW_TEST_AUDIT_BIN`, or `taskflow-audit` beside this test's binary.
 pub fn audit_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TASKFLOW_TEST_AUDIT_BIN") {
         return PathBuf::from(p);
     }
+    binary("taskflow-audit")
+}
+
+/// A workspace binary beside this test's binary (`target/<profile>/`);
+/// `scripts/test` builds the workspace binaries before the tests.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join("taskflow-audit");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p taskflow-workers --bins` first (scripts/test does)",
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
         bin.display()
     );
     bin
@@ -30,9 +36,14 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts the worker with `env` on top of a quiet default environment.
+    /// Starts the audit worker with `env` on top of a quiet default environment.
     pub fn start(env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(audit_binary());
+        Self::start_binary(audit_binary(), env)
+    }
+
+    /// Starts `bin` with `env` on top of a quiet default environment.
+    pub fn start_binary(bin: PathBuf, env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(bin);
         cmd.env("TASKFLOW_ADMIN_ADDR", "127.0.0.1:0")
             .env(
                 "TASKFLOW_LOG",
@@ -50,7 +61,7 @@ impl WorkerProcess {
             cmd.env(k, v);
         }
         Self {
-            child: cmd.spawn().expect("spawn taskflow-audit"),
+            child: cmd.spawn().expect("spawn binary under test"),
         }
     }
 

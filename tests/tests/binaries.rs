@@ -1,0 +1,118 @@
+//! The shipped `taskflow-api` binary as an operator runs it: configured from
+//! `TASKFLOW_*` variables, serving the admin port, publishing through its
+//! relay, and stopping cleanly on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use taskflow_tests::{
+    broker::{brokers, create_topic, Collector},
+    db,
+    registry::registry_url,
+    unique,
+    worker::{binary, WorkerProcess},
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_http_ok(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_binary_serves_admin_endpoints_publishes_and_stops_on_sigterm() {
+    let brokers = brokers();
+    let topic = unique("api-bin");
+    create_topic(&brokers, &topic, 3).await;
+    let database = db::fresh().await;
+    let (http_port, admin_port) = (free_port(), free_port());
+    let api = WorkerProcess::start_binary(
+        binary("taskflow-api"),
+        &[
+            ("TASKFLOW_DATABASE_URL", database.url.clone()),
+            ("TASKFLOW_KAFKA_BROKERS", brokers.clone()),
+            ("TASKFLOW_SCHEMA_REGISTRY_URL", registry_url().await),
+            ("TASKFLOW_TOPIC_TASK_EVENTS", topic.clone()),
+            ("TASKFLOW_HTTP_ADDR", format!("127.0.0.1:{http_port}")),
+            ("TASKFLOW_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            ("TASKFLOW_LOG_FORMAT", "json".to_owned()),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let base = format!("http://127.0.0.1:{http_port}");
+    wait_http_ok(&http, &format!("{admin}/healthz")).await;
+    wait_http_ok(&http, &format!("{admin}/readyz")).await;
+
+    let creds = json!({"email": "ops@example.test", "password": "a long enough passphrase"});
+    assert!(http
+        .post(format!("{base}/auth/signup"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let login: Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let created = http
+        .post(format!("{base}/tasks"))
+        .bearer_auth(token)
+        .json(&json!({"title": "from the binary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let received = Collector::new(&brokers, &topic)
+        .collect(1, Duration::from_secs(60))
+        .await;
+    assert_eq!(received.len(), 1, "the binary's relay published the event");
+
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "http_requests_total",
+        "route=\"/tasks\"",
+        "taskflow_outbox_published_total",
+        "taskflow_outbox_publish_latency_seconds_bucket",
+        "taskflow_outbox_backlog",
+        "taskflow_outbox_relay_active 1",
+    ] {
+        assert!(metrics.contains(needle), "/metrics lacks {needle}");
+    }
+
+    let status = tokio::time::timeout(Duration::from_secs(30), api.terminate())
+        .await
+        .expect("taskflow-api exits within 30 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
