@@ -21,7 +21,9 @@ pub struct TestSystem {
     pub codec: Codec,
     pub http: reqwest::Client,
     pub metrics: prometheus::Registry,
+    pub brokers: String,
     shutdown: CancellationToken,
+    relay_shutdown: CancellationToken,
 }
 
 impl TestSystem {
@@ -44,6 +46,7 @@ impl TestSystem {
             idle_poll: Duration::from_millis(200),
             ..RelayConfig::default()
         };
+        let relay_shutdown = shutdown.child_token();
         let relay = Relay::new(
             db.pool.clone(),
             &KafkaSettings::new(brokers, "taskflow-test-relay"),
@@ -52,7 +55,7 @@ impl TestSystem {
             &metrics,
         )
         .expect("relay");
-        tokio::spawn(relay.run(shutdown.clone()));
+        tokio::spawn(relay.run(relay_shutdown.clone()));
         tokio::spawn(app.run_until(shutdown.clone()));
         Self {
             api,
@@ -61,8 +64,35 @@ impl TestSystem {
             codec,
             http: reqwest::Client::new(),
             metrics,
+            brokers: brokers.to_owned(),
             shutdown,
+            relay_shutdown,
         }
+    }
+
+    /// Stops this system's relay (as a replica shutting down would); the API
+    /// keeps running.
+    pub fn stop_relay(&self) {
+        self.relay_shutdown.cancel();
+    }
+
+    /// Another relay on the same database, as a second API replica runs one.
+    /// Returns its metrics registry; it stops with the system.
+    pub fn spawn_standby_relay(&self) -> prometheus::Registry {
+        let metrics = prometheus::Registry::new();
+        let relay = Relay::new(
+            self.db.pool.clone(),
+            &KafkaSettings::new(&self.brokers, "taskflow-test-relay-2"),
+            self.codec.clone(),
+            RelayConfig {
+                idle_poll: Duration::from_millis(200),
+                ..RelayConfig::default()
+            },
+            &metrics,
+        )
+        .expect("standby relay");
+        tokio::spawn(relay.run(self.shutdown.clone()));
+        metrics
     }
 
     /// Signs a new user up and returns a bearer token.

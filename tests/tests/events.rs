@@ -353,3 +353,88 @@ async fn broker_outage_loses_nothing_and_duplicates_nothing() {
     );
     assert!(seen.values().all(|&n| n == 1), "none twice");
 }
+
+fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_gauge().get_value() as i64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_per_database_and_a_standby_takes_over_in_order() {
+    let brokers = brokers();
+    let topic = unique("standby");
+    create_topic(&brokers, &topic, 3).await;
+    let sys = TestSystem::start(&brokers, &topic).await;
+    let standby = sys.spawn_standby_relay();
+    let token = sys.user().await;
+
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let t = create_task(&sys, &token, json!({"title": format!("task {i}")})).await;
+        ids.push(t["id"].as_str().unwrap().to_owned());
+    }
+    // Exactly one of the two relays holds the lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (
+            gauge(&sys.metrics, "taskflow_outbox_relay_active"),
+            gauge(&standby, "taskflow_outbox_relay_active"),
+        );
+        if a + b == 1 {
+            assert_eq!(a, 1, "the first relay started first and leads");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay_active gauges {a} + {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Updates keep flowing while the leader stops and the stand-by takes over.
+    for round in 0..3i64 {
+        if round == 1 {
+            sys.stop_relay();
+        }
+        for id in &ids {
+            call(
+                &sys,
+                &token,
+                reqwest::Method::PATCH,
+                &format!("/tasks/{id}"),
+                round + 1,
+                Some(json!({"title": format!("round {round}")})),
+            )
+            .await;
+        }
+    }
+    let received = Collector::new(&brokers, &topic)
+        .collect(40, Duration::from_secs(60))
+        .await;
+    assert_eq!(received.len(), 40, "10 creates + 30 updates");
+    assert_eq!(
+        gauge(&standby, "taskflow_outbox_relay_active"),
+        1,
+        "the stand-by leads now"
+    );
+    let mut versions: HashMap<String, Vec<i64>> = HashMap::new();
+    for msg in &received {
+        let e = sys.codec.decode(&msg.payload).await.expect("decode");
+        versions
+            .entry(e.metadata().task_id.to_string())
+            .or_default()
+            .push(e.metadata().version);
+    }
+    for id in &ids {
+        assert_eq!(
+            versions[id],
+            [1, 2, 3, 4],
+            "task {id}: per-task order across the handover"
+        );
+    }
+}
