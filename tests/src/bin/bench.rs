@@ -234,6 +234,12 @@ async fn bench_audit(brokers: &str, n: usize) -> anyhow::Result<()> {
             .await?;
     let steady = (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6;
 
+    // Reference: how fast a plain consumer reads the same topic from this broker.
+    let reader = Collector::new(brokers, &topic);
+    let read_started = Instant::now();
+    let read = reader.collect(n, Duration::from_secs(600)).await.len();
+    let read_secs = read_started.elapsed().as_secs_f64();
+
     // Reference: COPY the same rows into an empty database with the same schema.
     const COLS: &str = "event_id, event_type, task_id, user_id, occurred_at, version, correlation_id, causation_id, payload, source_topic, source_partition, source_offset";
     let mut out = target.pool.acquire().await?;
@@ -272,6 +278,10 @@ async fn bench_audit(brokers: &str, n: usize) -> anyhow::Result<()> {
     println!(
         "  audit worker peak RSS (VmHWM):           {:.1} MiB",
         peak_kib as f64 / 1024.0
+    );
+    println!(
+        "  plain rdkafka consumer, same topic:      {read} msgs in {read_secs:.2} s = {:.0} msg/s (group join included)",
+        read as f64 / read_secs
     );
     println!(
         "  reference COPY of the same {copied} rows:  {copy_secs:.2} s = {:.0} rows/s",

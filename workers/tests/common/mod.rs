@@ -83,6 +83,37 @@ pub(crate) async fn produce_events(producer: &FutureProducer, topic: &str, event
     futures::future::join_all(sends).await;
 }
 
+/// Like `produce_events`, but each event goes to the given partition (still keyed by task
+/// id): tests that need every partition to carry messages pick the partitions themselves
+/// instead of relying on how random keys hash.
+pub(crate) async fn produce_events_to(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[(i32, Event)],
+) {
+    let sends = events.iter().map(|(partition, e)| {
+        let payload = serde_json::to_vec(e).expect("json");
+        let key = e.key();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic)
+                        .partition(*partition)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: "event_type",
+                            value: Some(e.event_type().as_str()),
+                        })),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("delivered");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
 pub(crate) async fn produce_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
     producer
         .send(
