@@ -31,6 +31,14 @@ pub fn binary(name: &str) -> PathBuf {
     bin
 }
 
+fn child_output() -> Stdio {
+    if std::env::var_os("TASKFLOW_TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
 pub struct WorkerProcess {
     child: Child,
 }
@@ -50,12 +58,9 @@ impl WorkerProcess {
                 std::env::var("TASKFLOW_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
             .env("TASKFLOW_KAFKA_ASSIGNOR", "range")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TASKFLOW_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            // tracing writes to stdout: keep both streams when logs are asked for.
+            .stdout(child_output())
+            .stderr(child_output())
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
