@@ -91,6 +91,9 @@ impl Collector {
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("partition.assignment.strategy", "range")
+            // Short fetch waits: arrival stamps should measure the producer
+            // side, not the broker holding an empty fetch for 500 ms.
+            .set("fetch.wait.max.ms", "10")
             .create()
             .expect("collector consumer");
         consumer.subscribe(&[topic]).expect("subscribe");

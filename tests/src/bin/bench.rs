@@ -1,10 +1,12 @@
 //! `taskflow-bench`: prints figures, never asserts them.
 //!
 //! ```sh
-//! cargo run --release -p taskflow-tests --bin taskflow-bench -- api [N] [CONCURRENCY]
+//! cargo run --release -p taskflow-tests --bin taskflow-bench -- api [N] [CONCURRENCY] [RATE]
 //! ```
 //!
-//! `api`: N task creates through HTTP with CONCURRENCY clients (creates/s),
+//! `api`: N task creates through HTTP with CONCURRENCY clients (creates/s;
+//! with RATE, requests start at that many per second instead of as fast as
+//! possible, to see latency below the broker's saturation point),
 //! then the latency from each event's `occurred_at` (stamped in the API's
 //! transaction) to its arrival at a plain consumer, p50/p99, while the relay
 //! publishes at that rate. For scale it runs a plain rdkafka producer and
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let what = args.get(1).map(String::as_str).unwrap_or("api");
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5000);
     let concurrency: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let rate: Option<f64> = args.get(4).map(|s| s.parse()).transpose()?;
     let (_own_broker, brokers) = match std::env::var("TASKFLOW_TEST_BROKERS") {
         Ok(b) => (None, b),
         Err(_) => {
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     match what {
-        "api" => bench_api(&brokers, n, concurrency).await,
+        "api" => bench_api(&brokers, n, concurrency, rate).await,
         "audit" => bench_audit(&brokers, n).await,
         other => anyhow::bail!("unknown benchmark {other:?}; expected: api or audit"),
     }
@@ -83,7 +86,12 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
-async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Result<()> {
+async fn bench_api(
+    brokers: &str,
+    n: usize,
+    concurrency: usize,
+    pace: Option<f64>,
+) -> anyhow::Result<()> {
     let topic = unique("bench-task-events");
     create_topic(brokers, &topic, 6).await;
     let sys = TestSystem::start(brokers, &topic).await;
@@ -99,6 +107,10 @@ async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Resul
         .map(|i| {
             let (sys, token) = (&sys, &token);
             async move {
+                if let Some(per_sec) = pace {
+                    let slot = started + Duration::from_secs_f64(i as f64 / per_sec);
+                    tokio::time::sleep_until(slot.into()).await;
+                }
                 sys.http
                     .post(format!("{}/tasks", sys.api))
                     .bearer_auth(token)
@@ -124,7 +136,10 @@ async fn bench_api(brokers: &str, n: usize, concurrency: usize) -> anyhow::Resul
     }
     let (p50, p99, max) = summary(latencies);
 
-    println!("taskflow-bench api: {n} creates, {concurrency} concurrent clients, broker {brokers}");
+    let paced = pace.map_or("as fast as possible".to_owned(), |r| {
+        format!("paced at {r:.0}/s")
+    });
+    println!("taskflow-bench api: {n} creates, {concurrency} concurrent clients, {paced}, broker {brokers}");
     println!(
         "  HTTP creates:                  {ok}/{n} answered 201 in {:.2} s = {rate:.0} creates/s",
         elapsed.as_secs_f64()
