@@ -438,3 +438,51 @@ async fn one_relay_per_database_and_a_standby_takes_over_in_order() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_commits_late_is_still_published() {
+    let brokers = brokers();
+    let topic = unique("late-commit");
+    create_topic(&brokers, &topic, 1).await;
+    let sys = TestSystem::start(&brokers, &topic).await;
+    let token = sys.user().await;
+
+    // An outbox row whose transaction takes the lower id but commits last:
+    // a relay polling "id > last seen" would skip it for ever.
+    let late = taskflow_schemas::examples::example(EventType::TaskCreated);
+    let late_id = late.metadata().event_id;
+    let mut slow = sys.db.pool.begin().await.expect("begin");
+    taskflow_infra::outbox::enqueue(&mut slow, &topic, &late, None)
+        .await
+        .expect("enqueue");
+    let first_id: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox")
+        .fetch_one(&mut *slow)
+        .await
+        .expect("id");
+
+    let early = create_task(&sys, &token, json!({"title": "commits first"})).await;
+    let collector = Collector::new(&brokers, &topic);
+    let got = collector.collect(1, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 1);
+    let e = sys.codec.decode(&got[0].payload).await.expect("decode");
+    assert_eq!(
+        e.metadata().task_id.to_string(),
+        early["id"].as_str().unwrap(),
+        "the later id went out first"
+    );
+    // The row published first really had the higher id.
+    let last_issued: i64 = sqlx::query_scalar("SELECT last_value FROM outbox_id_seq")
+        .fetch_one(&sys.db.pool)
+        .await
+        .expect("sequence");
+    assert!(
+        last_issued > first_id,
+        "the early commit took id {last_issued} > {first_id}"
+    );
+
+    slow.commit().await.expect("commit");
+    let more = collector.collect(1, Duration::from_secs(60)).await;
+    assert_eq!(more.len(), 1, "the late row was published");
+    let e = sys.codec.decode(&more[0].payload).await.expect("decode");
+    assert_eq!(e.metadata().event_id, late_id);
+}
