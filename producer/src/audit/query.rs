@@ -5,7 +5,7 @@ use taskflow_schemas::EventType;
 
 use crate::{
     problem::FieldError,
-    tasks::validate::{parse_instant, Cursor, DEFAULT_LIMIT, MAX_LIMIT},
+    tasks::validate::{parse_cursor, parse_instant, parse_limit, Cursor, DEFAULT_LIMIT},
 };
 
 /// Validated `GET /audit` query.
@@ -58,19 +58,13 @@ pub fn parse_audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, Vec<F
                     format!("must be one of {}", type_names()),
                 )),
             },
-            "limit" => match value.trim().parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match parse_limit(value) {
+                Ok(n) => q.limit = n,
+                Err(e) => errors.push(e),
             },
-            "cursor" => match Cursor::decode(value) {
-                Some(c) => q.cursor = Some(c),
-                None => errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor returned by this API",
-                )),
+            "cursor" => match parse_cursor(value) {
+                Ok(c) => q.cursor = Some(c),
+                Err(e) => errors.push(e),
             },
             other => errors.push(FieldError::new(other, "unknown query parameter")),
         }

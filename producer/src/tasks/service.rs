@@ -181,11 +181,7 @@ pub async fn update(
         updated_at: now,
         ..current.clone()
     };
-    if !store::update_task(&mut tx, &next, current.version).await? {
-        return Err(ApiError::PreconditionFailed {
-            current: current.version,
-        });
-    }
+    save_at_version(&mut tx, &next, current.version).await?;
     let event = Event::TaskUpdated(TaskUpdated {
         metadata: metadata(&next, writer, now),
         changes,
@@ -194,6 +190,20 @@ pub async fn update(
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
     Ok(next)
+}
+
+/// Writes `next` only if the row is still at `expected`: a writer that read
+/// the same version and committed first makes this one a 412, not a lost update.
+async fn save_at_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    next: &Task,
+    expected: i64,
+) -> Result<(), ApiError> {
+    if store::update_task(tx, next, expected).await? {
+        Ok(())
+    } else {
+        Err(ApiError::PreconditionFailed { current: expected })
+    }
 }
 
 /// The state change `complete` or `reopen` asks for.
@@ -233,11 +243,7 @@ pub async fn transition(
         updated_at: now,
         ..current.clone()
     };
-    if !store::update_task(&mut tx, &next, current.version).await? {
-        return Err(ApiError::PreconditionFailed {
-            current: current.version,
-        });
-    }
+    save_at_version(&mut tx, &next, current.version).await?;
     let metadata = metadata(&next, writer, now);
     let event = match to {
         Transition::Complete => Event::TaskCompleted(TaskCompleted {

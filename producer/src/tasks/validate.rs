@@ -247,6 +247,23 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// `limit` of a paginated list: 1 to [`MAX_LIMIT`].
+pub fn parse_limit(value: &str) -> Result<i64, FieldError> {
+    match value.trim().parse::<i64>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(FieldError::new(
+            "limit",
+            format!("must be an integer from 1 to {MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// `cursor` of a paginated list: only what this API handed out decodes.
+pub fn parse_cursor(value: &str) -> Result<Cursor, FieldError> {
+    Cursor::decode(value)
+        .ok_or_else(|| FieldError::new("cursor", "is not a cursor returned by this API"))
+}
+
 pub fn parse_tags(v: &Value) -> Result<Vec<String>, Vec<FieldError>> {
     let arr = match v {
         Value::Null => return Ok(Vec::new()),
@@ -729,19 +746,13 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<Fie
                     q.q = Some(t.to_owned());
                 }
             }
-            "limit" => match value.trim().parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match parse_limit(value) {
+                Ok(n) => q.limit = n,
+                Err(e) => errors.push(e),
             },
-            "cursor" => match Cursor::decode(value) {
-                Some(c) => q.cursor = Some(c),
-                None => errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor returned by this API",
-                )),
+            "cursor" => match parse_cursor(value) {
+                Ok(c) => q.cursor = Some(c),
+                Err(e) => errors.push(e),
             },
             other => errors.push(FieldError::new(other, "unknown query parameter")),
         }
