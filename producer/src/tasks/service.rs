@@ -165,10 +165,7 @@ pub async fn update(
 ) -> Result<Task, ApiError> {
     let now = now_micros();
     let mut tx = state.pool.begin().await?;
-    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_precondition(if_match, current.version)?;
+    let current = lock_current(&mut tx, writer, id, if_match).await?;
     let fields = validate_patch(&current.fields, &body.value, now).map_err(ApiError::Validation)?;
     let changes = compute_changes(&current.fields, &fields);
     if changes.is_empty() {
@@ -190,6 +187,21 @@ pub async fn update(
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
     Ok(next)
+}
+
+/// Locks the caller's task for this transaction (another user's task is a
+/// 404, never a leak) and checks `If-Match` against its version.
+async fn lock_current(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    writer: &Writer,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+) -> Result<Task, ApiError> {
+    let current = store::get_task_for_update(tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    check_precondition(if_match, current.version)?;
+    Ok(current)
 }
 
 /// Writes `next` only if the row is still at `expected`: a writer that read
@@ -222,10 +234,7 @@ pub async fn transition(
 ) -> Result<Task, ApiError> {
     let now = now_micros();
     let mut tx = state.pool.begin().await?;
-    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_precondition(if_match, current.version)?;
+    let current = lock_current(&mut tx, writer, id, if_match).await?;
     let (status, completed_at) = match (to, current.status) {
         (Transition::Complete, TaskStatus::Completed) => {
             return Err(ApiError::Conflict("the task is already completed".into()))
@@ -270,10 +279,7 @@ pub async fn delete(
 ) -> Result<(), ApiError> {
     let now = now_micros();
     let mut tx = state.pool.begin().await?;
-    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_precondition(if_match, current.version)?;
+    let current = lock_current(&mut tx, writer, id, if_match).await?;
     let gone = Task {
         version: current.version + 1,
         updated_at: now,

@@ -80,24 +80,36 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
+/// Binds `$1`..`$12`, the columns INSERT and UPDATE share, in one order so
+/// the two statements cannot drift apart.
+fn bind_columns<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    t: &'q Task,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(t.id)
+        .bind(t.user_id)
+        .bind(&t.fields.title)
+        .bind(&t.fields.description)
+        .bind(status_str(t.status))
+        .bind(t.fields.due_at)
+        .bind(priority_str(t.fields.priority))
+        .bind(&t.fields.tags)
+        .bind(t.fields.recurrence.as_ref().map(Json))
+        .bind(Json(&t.fields.reminders))
+        .bind(t.version)
+        .bind(t.completed_at)
+}
+
 pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
+    bind_columns(
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
          recurrence, reminders, version, completed_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        ),
+        t,
     )
-    .bind(t.id)
-    .bind(t.user_id)
-    .bind(&t.fields.title)
-    .bind(&t.fields.description)
-    .bind(status_str(t.status))
-    .bind(t.fields.due_at)
-    .bind(priority_str(t.fields.priority))
-    .bind(&t.fields.tags)
-    .bind(t.fields.recurrence.as_ref().map(Json))
-    .bind(Json(&t.fields.reminders))
-    .bind(t.version)
-    .bind(t.completed_at)
     .bind(t.created_at)
     .bind(t.updated_at)
     .execute(conn)
@@ -149,24 +161,12 @@ pub async fn update_task(
     t: &Task,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let done = bind_columns(sqlx::query(
         "UPDATE tasks SET title = $3, description = $4, status = $5, due_at = $6, priority = $7, \
          tags = $8, recurrence = $9, reminders = $10, version = $11, completed_at = $12, \
          updated_at = $13 \
          WHERE id = $1 AND user_id = $2 AND version = $14 AND deleted_at IS NULL",
-    )
-    .bind(t.id)
-    .bind(t.user_id)
-    .bind(&t.fields.title)
-    .bind(&t.fields.description)
-    .bind(status_str(t.status))
-    .bind(t.fields.due_at)
-    .bind(priority_str(t.fields.priority))
-    .bind(&t.fields.tags)
-    .bind(t.fields.recurrence.as_ref().map(Json))
-    .bind(Json(&t.fields.reminders))
-    .bind(t.version)
-    .bind(t.completed_at)
+    ), t)
     .bind(t.updated_at)
     .bind(expected_version)
     .execute(conn)
