@@ -7,6 +7,7 @@
 //! components in-process on port 0.
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
 pub mod outbox;
 pub mod shutdown;

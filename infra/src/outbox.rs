@@ -2,21 +2,25 @@
 //!
 //! A write that must produce an event calls [`enqueue`] inside the same
 //! database transaction as the change it describes, so the event exists if
-//! and only if the change committed. The [`Relay`] publishes the rows later;
-//! that is what lets the API answer 2xx while the broker is down.
+//! and only if the change committed, and calls [`OutboxWaker::wake`] after
+//! the commit. The [`Relay`] publishes the rows later; that is what lets the
+//! API answer 2xx while the broker is down.
 
 mod relay;
+mod waker;
 
 pub use relay::{Relay, RelayConfig, RelayError};
+pub use waker::OutboxWaker;
 
 use sqlx::PgConnection;
 use taskflow_schemas::Event;
 
-/// The channel the relay listens on; `NOTIFY` is delivered at commit, so the
-/// relay wakes exactly when new rows become visible instead of polling.
+/// The channel the relay listens on. Writers never notify inside their
+/// transaction (see [`OutboxWaker`]): a coalesced `NOTIFY` follows the commit.
 pub const NOTIFY_CHANNEL: &str = "taskflow_outbox";
 
-/// Inserts `event` into the outbox in the caller's transaction.
+/// Inserts `event` into the outbox in the caller's transaction. Call
+/// [`OutboxWaker::wake`] once the transaction has committed.
 ///
 /// `traceparent` is the W3C trace context of the request that caused the
 /// event; without one, a context is derived from the event id so every event
@@ -45,10 +49,6 @@ pub async fn enqueue(
     .bind(traceparent)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

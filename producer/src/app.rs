@@ -14,6 +14,7 @@ use axum::{
     Json, Router,
 };
 use sqlx::{postgres::PgPoolOptions, PgPool};
+use taskflow_infra::outbox::OutboxWaker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -55,6 +56,8 @@ pub struct AppState {
     /// Topic task events are enqueued for (`TASKFLOW_TOPIC_TASK_EVENTS`).
     pub topic: Arc<str>,
     pub metrics: HttpMetrics,
+    /// Woken after every commit that wrote outbox rows.
+    pub outbox: OutboxWaker,
 }
 
 /// The migrations shared by every Taskflow binary.
@@ -104,6 +107,7 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     pool: PgPool,
+    outbox: OutboxWaker,
     router: Router,
 }
 
@@ -154,6 +158,7 @@ impl Application {
             jwt: Arc::new(JwtKeys::new(&secret, settings.jwt_ttl_secs)),
             topic: Arc::from(settings.topic_task_events.as_str()),
             metrics: HttpMetrics::register(registry)?,
+            outbox: OutboxWaker::new(pool.clone()),
         };
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -173,6 +178,7 @@ impl Application {
             listener,
             port,
             pool,
+            outbox: state.outbox.clone(),
             router: router(state),
         })
     }
@@ -184,6 +190,12 @@ impl Application {
 
     pub fn pool(&self) -> PgPool {
         self.pool.clone()
+    }
+
+    /// The waker the API's writes call; give it to this process's relay so
+    /// it wakes in-process instead of through `NOTIFY`.
+    pub fn outbox_waker(&self) -> OutboxWaker {
+        self.outbox.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and lets

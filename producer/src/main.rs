@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
         RelayConfig::from_env().context("reading outbox settings")?,
         &registry,
     )
-    .context("creating the outbox relay")?;
+    .context("creating the outbox relay")?
+    .with_waker(app.outbox_waker());
     let relay = tokio::spawn(relay.run(shutdown.clone()));
 
     app.run_until(shutdown).await?;

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
 
-use super::NOTIFY_CHANNEL;
+use super::{OutboxWaker, NOTIFY_CHANNEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -175,6 +175,7 @@ pub struct Relay {
     codec: Codec,
     config: RelayConfig,
     metrics: RelayMetrics,
+    waker: Option<OutboxWaker>,
 }
 
 impl Relay {
@@ -191,7 +192,14 @@ impl Relay {
             codec,
             config,
             metrics: RelayMetrics::register(registry)?,
+            waker: None,
         })
+    }
+
+    /// Wakes on this process's commits in-process (see [`OutboxWaker`]).
+    pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
+        self.waker = Some(waker);
+        self
     }
 
     /// Publishes until `shutdown` fires. Errors are logged, counted and
@@ -293,8 +301,15 @@ impl Relay {
                     None => tokio::time::sleep(self.config.idle_poll).await,
                 }
             };
+            let local = async {
+                match &self.waker {
+                    Some(w) => w.woken().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = wait => {}
+                _ = local => {}
                 _ = tokio::time::sleep(self.config.idle_poll) => {}
                 _ = shutdown.cancelled() => {}
             }

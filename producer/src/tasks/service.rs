@@ -1,7 +1,9 @@
 //! The write flows. Each one runs in a single transaction: lock/read the
 //! task, check the precondition, write the task, enqueue its event in the
-//! outbox, commit. So a 2xx implies the event will be published, and a
-//! failure anywhere writes nothing.
+//! outbox, commit, then wake the relay. So a 2xx implies the event will be
+//! published, and a failure anywhere writes nothing. Instants of a new
+//! version are taken after the row lock (see [`instant_after`]), so
+//! `occurred_at` never decreases along a task's versions.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -28,6 +30,14 @@ use crate::{
 /// answer and publish identical to the one a later read returns.
 pub fn now_micros() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// The instant of a new version of a task whose previous version was written
+/// at `previous`. Read only after the task row is locked: every earlier
+/// version has committed by then, so the result is never earlier than any of
+/// them even when this host's clock is behind the one that wrote `previous`.
+pub fn instant_after(previous: DateTime<Utc>) -> DateTime<Utc> {
+    now_micros().max(previous)
 }
 
 /// Who is writing and on behalf of which request.
@@ -123,6 +133,7 @@ pub async fn create(
     });
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(CreateOutcome::Created(Box::new(task)))
 }
 
@@ -163,9 +174,9 @@ pub async fn update(
     if_match: Option<&IfMatch>,
     body: &JsonBody,
 ) -> Result<Task, ApiError> {
-    let now = now_micros();
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
+    let now = instant_after(current.updated_at);
     let fields = validate_patch(&current.fields, &body.value, now).map_err(ApiError::Validation)?;
     let changes = compute_changes(&current.fields, &fields);
     if changes.is_empty() {
@@ -186,6 +197,7 @@ pub async fn update(
     });
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(next)
 }
 
@@ -232,9 +244,9 @@ pub async fn transition(
     if_match: Option<&IfMatch>,
     to: Transition,
 ) -> Result<Task, ApiError> {
-    let now = now_micros();
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
+    let now = instant_after(current.updated_at);
     let (status, completed_at) = match (to, current.status) {
         (Transition::Complete, TaskStatus::Completed) => {
             return Err(ApiError::Conflict("the task is already completed".into()))
@@ -267,6 +279,7 @@ pub async fn transition(
     };
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(next)
 }
 
@@ -277,9 +290,9 @@ pub async fn delete(
     id: Uuid,
     if_match: Option<&IfMatch>,
 ) -> Result<(), ApiError> {
-    let now = now_micros();
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
+    let now = instant_after(current.updated_at);
     let gone = Task {
         version: current.version + 1,
         updated_at: now,
@@ -297,5 +310,6 @@ pub async fn delete(
     });
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(())
 }

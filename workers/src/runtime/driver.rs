@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
+use taskflow_infra::backoff::Backoff;
 use super::context::{Ctx, PartitionJob, Shared, Spawner, TaskflowConsumer};
 use super::dlq::DlqProducer;
 use super::metrics::ConsumerMetrics;

@@ -40,7 +40,7 @@
 //! # Structure
 //!
 //! The Kafka loop only adapts; decisions live in plain, unit-tested code:
-//! [`offsets`] (what may be committed), [`backoff`] (retry delays), [`dlq`] (dead-letter
+//! [`offsets`] (what may be committed), [`Backoff`] (retry delays, shared with the outbox relay), [`dlq`] (dead-letter
 //! headers), [`settings`] (configuration). `context` holds the rebalance callbacks,
 //! `partition` the per-partition task, `driver` the main loop (rebalance events, periodic
 //! commits, lag).
@@ -62,7 +62,6 @@
 //! * [`RuntimeSettings::new`] builds settings without the environment;
 //!   `consumer_overrides` passes any librdkafka property (e.g. a short `session.timeout.ms`).
 
-pub mod backoff;
 mod context;
 pub mod dlq;
 mod driver;
@@ -82,7 +81,7 @@ use taskflow_schemas::{Codec, Event};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use backoff::Backoff;
+pub use taskflow_infra::backoff::Backoff;
 pub use offsets::TopicPartition;
 pub use settings::{Assignor, RuntimeSettings, SettingsError};
 

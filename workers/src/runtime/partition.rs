@@ -15,7 +15,7 @@ use taskflow_schemas::Event;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::backoff::Backoff;
+use taskflow_infra::backoff::Backoff;
 use super::context::{PartitionQueue, Shared};
 use super::dlq::{DlqProducer, Failure, FailureKind};
 use super::metrics::Outcome;

@@ -1,4 +1,5 @@
-//! Capped exponential backoff for transient failures (database or broker down).
+//! Capped exponential backoff for transient failures (database, broker or registry down),
+//! shared by the consumer runtime and the outbox relay.
 //!
 //! A transient failure is retried forever: giving up would mean either dropping the message or
 //! dead-lettering a message that is perfectly fine, and both break guarantee 3 ("a broken
