@@ -226,6 +226,9 @@ impl KafkaSettings {
 /// | --- | --- | --- |
 /// | `TASKFLOW_SCHEMA_REGISTRY_URL` | `http://localhost:8081` | Confluent-compatible Schema Registry |
 /// | `TASKFLOW_SCHEMA_REGISTRY_USERNAME` / `_PASSWORD` | none | basic auth for a hosted registry; both or neither |
+///
+/// A registry client that cannot be built from these settings is an error: the binary must
+/// not start with its credentials silently dropped.
 pub fn codec_from_env() -> Result<taskflow_schemas::Codec, ConfigError> {
     let url: String = env_or(
         "TASKFLOW_SCHEMA_REGISTRY_URL",
@@ -233,21 +236,37 @@ pub fn codec_from_env() -> Result<taskflow_schemas::Codec, ConfigError> {
     )?;
     let user: Option<String> = env_opt("TASKFLOW_SCHEMA_REGISTRY_USERNAME")?;
     let password: Option<String> = env_opt("TASKFLOW_SCHEMA_REGISTRY_PASSWORD")?;
-    match (user, password) {
-        (None, None) => Ok(taskflow_schemas::Codec::new(&url)),
-        (Some(u), Some(p)) => Ok(taskflow_schemas::Codec::with_credentials(
-            &url,
-            Some((&u, &p)),
-        )),
-        (Some(_), None) => Err(ConfigError::Missing {
-            name: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD".to_owned(),
-            because: "TASKFLOW_SCHEMA_REGISTRY_USERNAME is set".to_owned(),
-        }),
-        (None, Some(_)) => Err(ConfigError::Missing {
-            name: "TASKFLOW_SCHEMA_REGISTRY_USERNAME".to_owned(),
-            because: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD is set".to_owned(),
-        }),
-    }
+    codec_from_settings(&url, user.as_deref(), password.as_deref())
+}
+
+/// [`codec_from_env`] without the environment.
+pub fn codec_from_settings(
+    url: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<taskflow_schemas::Codec, ConfigError> {
+    let credentials = match (user, password) {
+        (None, None) => None,
+        (Some(u), Some(p)) => Some((u, p)),
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                name: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD".to_owned(),
+                because: "TASKFLOW_SCHEMA_REGISTRY_USERNAME is set".to_owned(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                name: "TASKFLOW_SCHEMA_REGISTRY_USERNAME".to_owned(),
+                because: "TASKFLOW_SCHEMA_REGISTRY_PASSWORD is set".to_owned(),
+            })
+        }
+    };
+    // The error names the URL only: the credentials never reach a message.
+    taskflow_schemas::Codec::with_credentials(url, credentials).map_err(|e| ConfigError::Invalid {
+        name: "TASKFLOW_SCHEMA_REGISTRY_URL".to_owned(),
+        value: url.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -280,5 +299,23 @@ mod tests {
         assert_eq!(cfg.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(cfg.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert!(!format!("{s:?}").contains("not-a-real-one"));
+    }
+
+    #[test]
+    fn registry_settings_errors_are_reported_not_dropped() {
+        let err = codec_from_settings("registry:8081", Some("u"), Some("not-a-real-one"))
+            .expect_err("URL without scheme");
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        assert!(!err.to_string().contains("not-a-real-one"));
+        assert!(matches!(
+            codec_from_settings("http://r:8081", Some("u"), None),
+            Err(ConfigError::Missing { .. })
+        ));
+        assert!(matches!(
+            codec_from_settings("http://r:8081", None, Some("p")),
+            Err(ConfigError::Missing { .. })
+        ));
+        assert!(codec_from_settings("http://r:8081", Some("u"), Some("p")).is_ok());
+        assert!(codec_from_settings("http://r:8081", None, None).is_ok());
     }
 }

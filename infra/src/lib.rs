@@ -10,5 +10,6 @@ pub mod admin;
 pub mod backoff;
 pub mod config;
 pub mod outbox;
+pub mod registration;
 pub mod shutdown;
 pub mod telemetry;

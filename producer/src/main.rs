@@ -4,6 +4,7 @@ use anyhow::Context;
 use taskflow_infra::{
     config::{codec_from_env, KafkaSettings},
     outbox::{Relay, RelayConfig},
+    registration::{self, SchemaRegistration, Subjects},
 };
 use taskflow_producer::{Application, Settings};
 
@@ -15,6 +16,20 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = taskflow_infra::shutdown::on_signal();
 
     let admin_addr = settings.admin_addr;
+    // A registry settings error stops the start; the registration itself is retried in the
+    // background, and the API is not ready until every subject it publishes is registered.
+    let codec = codec_from_env().context("reading Schema Registry settings")?;
+    let registration = SchemaRegistration::spawn(
+        codec.clone(),
+        vec![Subjects::new(
+            settings.topic_task_events.clone(),
+            &taskflow_schemas::EventType::TASK_LIFECYCLE,
+        )],
+        registration::default_backoff(),
+        &registry,
+        shutdown.clone(),
+    )
+    .context("registering schema registration metrics")?;
     let app = Application::build(settings, registry.clone())
         .await
         .context("building the API")?;
@@ -22,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let pool = app.pool();
     let ready: taskflow_infra::admin::ReadyCheck = std::sync::Arc::new(move || {
         let pool = pool.clone();
+        let registration = registration.clone();
         Box::pin(async move {
+            registration.check()?;
             sqlx::query("SELECT 1")
                 .execute(&pool)
                 .await
@@ -46,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let relay = Relay::new(
         app.pool(),
         &kafka,
-        codec_from_env().context("reading Schema Registry settings")?,
+        codec,
         RelayConfig::from_env().context("reading outbox settings")?,
         &registry,
     )

@@ -28,8 +28,8 @@ use std::time::Duration;
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// How to read data of one writer schema id.
-enum Decoder {
+/// How to read data of one writer schema id (cached per id).
+enum ReadPlan {
     /// The writer schema is our current schema.
     Current(EventType),
     /// An older (or otherwise different) writer schema, resolved to our current one.
@@ -57,7 +57,7 @@ struct Inner {
     /// path looks up a `&str` without building the subject name.
     subject_ids: RwLock<HashMap<String, [Option<u32>; EventType::ALL.len()]>>,
     /// schema id -> how to read it.
-    decoders: RwLock<HashMap<u32, Arc<Decoder>>>,
+    read_plans: RwLock<HashMap<u32, Arc<ReadPlan>>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -69,14 +69,37 @@ impl std::fmt::Debug for Codec {
 }
 
 impl Codec {
-    /// A codec for the registry at `registry_url` (e.g. `http://127.0.0.1:8081`). No I/O.
+    /// A codec for the registry at `registry_url` (e.g. `http://127.0.0.1:8081`), without
+    /// credentials. No I/O. For tests and tools; binaries use [`Codec::with_credentials`],
+    /// which reports a client that cannot be built instead of degrading.
     pub fn new(registry_url: &str) -> Codec {
-        Self::with_credentials(registry_url, None)
+        Self::with_credentials(registry_url, None).unwrap_or_else(|error| {
+            // Only the HTTP client's TLS backend can fail here, and there are no credentials
+            // to lose: fall back to the converter's default client (no request timeout).
+            tracing::error!(%error, "registry client settings failed; using default client");
+            let base_url = registry_url.trim_end_matches('/').to_owned();
+            Codec::from_parts(
+                base_url.clone(),
+                None,
+                SrSettings::new(base_url),
+                reqwest::Client::default(),
+            )
+        })
     }
 
-    /// A codec for a registry that wants HTTP basic auth (`username`, `password`).
-    pub fn with_credentials(registry_url: &str, credentials: Option<(&str, &str)>) -> Codec {
+    /// A codec for a registry, with HTTP basic auth (`username`, `password`) when given.
+    /// No I/O. Fails when the registry client cannot be built: credentials are never silently
+    /// dropped.
+    pub fn with_credentials(
+        registry_url: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Codec, CodecError> {
         let base_url = registry_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(CodecError::Settings(format!(
+                "registry URL {base_url:?} must start with http:// or https://"
+            )));
+        }
         let mut builder = SrSettings::new_builder(base_url.clone());
         builder.set_timeout(REGISTRY_TIMEOUT);
         if let Some((user, password)) = credentials {
@@ -84,21 +107,46 @@ impl Codec {
         }
         let sr = builder
             .build()
-            .unwrap_or_else(|_| SrSettings::new(base_url.clone()));
+            .map_err(|e| CodecError::Settings(e.to_string()))?;
         let http = reqwest::Client::builder()
             .timeout(REGISTRY_TIMEOUT)
             .build()
-            .unwrap_or_default();
+            .map_err(|e| CodecError::Settings(e.to_string()))?;
+        let credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        Ok(Codec::from_parts(base_url, credentials, sr, http))
+    }
+
+    fn from_parts(
+        base_url: String,
+        credentials: Option<(String, String)>,
+        sr: SrSettings,
+        http: reqwest::Client,
+    ) -> Codec {
         Codec {
             inner: Arc::new(Inner {
                 base_url,
-                credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+                credentials,
                 sr,
                 http,
                 subject_ids: RwLock::default(),
-                decoders: RwLock::default(),
+                read_plans: RwLock::default(),
             }),
         }
+    }
+
+    /// Registers the current schema of each of `event_types` under `topic` (setting each
+    /// subject to BACKWARD_TRANSITIVE first), so later encodes do no I/O. Producers call this
+    /// at start-up and report not ready until it succeeded: a subject the registry refuses
+    /// then surfaces before the API acknowledges a single write, not after. Idempotent.
+    pub async fn register_all(
+        &self,
+        topic: &str,
+        event_types: &[EventType],
+    ) -> Result<(), CodecError> {
+        for event_type in event_types {
+            self.schema_id(topic, *event_type).await?;
+        }
+        Ok(())
     }
 
     /// Registry subject of `event_type` on `topic` (TopicRecordNameStrategy).
@@ -124,13 +172,13 @@ impl Codec {
     /// one of our records; older versions are resolved to the current schema.
     pub async fn decode(&self, bytes: &[u8]) -> Result<Event, CodecError> {
         let (id, mut payload) = split_frame(bytes)?;
-        let decoder = self.decoder(id).await?;
-        let (event_type, value) = match decoder.as_ref() {
-            Decoder::Current(t) => (
+        let plan = self.read_plan(id).await?;
+        let (event_type, value) = match plan.as_ref() {
+            ReadPlan::Current(t) => (
                 *t,
                 static_entry(&CURRENT_READERS, *t)?.read_value(&mut payload)?,
             ),
-            Decoder::Resolving { event_type, reader } => {
+            ReadPlan::Resolving { event_type, reader } => {
                 (*event_type, reader.read_value(&mut payload)?)
             }
         };
@@ -161,14 +209,15 @@ impl Codec {
         write(&self.inner.subject_ids)
             .entry(topic.to_owned())
             .or_default()[event_type as usize] = Some(id);
-        write(&self.inner.decoders).insert(id, Arc::new(Decoder::Current(event_type)));
+        write(&self.inner.read_plans).insert(id, Arc::new(ReadPlan::Current(event_type)));
         Ok(id)
     }
 
     /// PUT /config/{subject}. Registries default to BACKWARD (Redpanda, Confluent),
     /// which only checks the latest version; we want every earlier version readable.
-    /// A 4xx (e.g. no permission to change config) is logged, not fatal: the
-    /// registry still enforces its own level, and CI checks the history.
+    /// A 4xx (e.g. 403: this key may register but not change config) is logged, not
+    /// fatal: the registry still enforces its own level, and CI checks the history. Bad
+    /// credentials (401) then fail the registration itself, classed transient.
     async fn set_backward_transitive(&self, subject: &str) -> Result<(), CodecError> {
         let url = format!("{}/config/{subject}", self.inner.base_url);
         let mut request = self
@@ -197,8 +246,8 @@ impl Codec {
         }
     }
 
-    async fn decoder(&self, id: u32) -> Result<Arc<Decoder>, CodecError> {
-        if let Some(d) = read(&self.inner.decoders).get(&id) {
+    async fn read_plan(&self, id: u32) -> Result<Arc<ReadPlan>, CodecError> {
+        if let Some(d) = read(&self.inner.read_plans).get(&id) {
             return Ok(d.clone());
         }
         let registered = get_schema_by_id(id, &self.inner.sr)
@@ -215,8 +264,8 @@ impl Codec {
         let event_type =
             EventType::parse(&name).ok_or_else(|| CodecError::UnknownRecordName(name.clone()))?;
         let current = schema::current(event_type)?;
-        let decoder = if writer.canonical_form() == current.canonical_form() {
-            Decoder::Current(event_type)
+        let plan = if writer.canonical_form() == current.canonical_form() {
+            ReadPlan::Current(event_type)
         } else {
             // The reader borrows its schemas for its whole life, and it is cached
             // for the life of the process, so the writer schema is leaked. This is
@@ -228,12 +277,13 @@ impl Codec {
                 .reader_schema(current)
                 .human_readable(false)
                 .build()?;
-            Decoder::Resolving { event_type, reader }
+            ReadPlan::Resolving { event_type, reader }
         };
-        let decoder = Arc::new(decoder);
-        // Another task may have raced us; keep whichever is there (same result).
-        let mut map = write(&self.inner.decoders);
-        Ok(map.entry(id).or_insert(decoder).clone())
+        let plan = Arc::new(plan);
+        // Another task may have raced us; keep whichever is there (same result). A 404 is
+        // never cached: the id may appear on this registry node later.
+        let mut map = write(&self.inner.read_plans);
+        Ok(map.entry(id).or_insert(plan).clone())
     }
 }
 
@@ -245,4 +295,24 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_errors_are_errors_not_a_client_without_credentials() {
+        let err = Codec::with_credentials("registry:8081", Some(("user", "secret")))
+            .expect_err("a URL without scheme is refused");
+        assert!(matches!(err, CodecError::Settings(_)), "{err}");
+        assert!(!err.to_string().contains("secret"));
+        let codec = Codec::with_credentials("https://registry.example/", Some(("u", "p")))
+            .expect("valid settings");
+        assert_eq!(codec.inner.base_url, "https://registry.example");
+        assert_eq!(
+            codec.inner.credentials,
+            Some(("u".to_owned(), "p".to_owned()))
+        );
+    }
 }

@@ -173,6 +173,15 @@ impl EventType {
         EventType::ReminderDue,
     ];
 
+    /// The records of `taskflow.task-events` (everything the API's outbox publishes).
+    pub const TASK_LIFECYCLE: [EventType; 5] = [
+        EventType::TaskCreated,
+        EventType::TaskUpdated,
+        EventType::TaskCompleted,
+        EventType::TaskReopened,
+        EventType::TaskDeleted,
+    ];
+
     /// The Kafka `event_type` header and `outbox.event_type` value; also the Avro record name.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -11,7 +11,7 @@ mod serde_util;
 mod wire;
 
 pub use codec::Codec;
-pub use error::CodecError;
+pub use error::{CodecError, CodecErrorClass};
 pub use events::*;
 pub use wire::MAGIC_BYTE;
 

@@ -31,7 +31,7 @@ use crate::runtime::{
     self, Decoded, Decoder, Handler, HandlerError, RuntimeError, RuntimeSettings, SettingsError,
     WorkerHandle,
 };
-pub use store::{AuditStore, ErrorClass, Inserted, StoreError};
+pub use store::{AuditStore, AuditStoreError, ErrorClass, Inserted};
 
 pub const GROUP_ID: &str = "taskflow-audit";
 pub const TOPICS: [&str; 2] = [topics::TASK_EVENTS, topics::REMINDERS];
@@ -99,8 +99,8 @@ impl Handler for AuditHandler {
     }
 }
 
-impl From<StoreError> for HandlerError {
-    fn from(e: StoreError) -> Self {
+impl From<AuditStoreError> for HandlerError {
+    fn from(e: AuditStoreError) -> Self {
         match e.class {
             ErrorClass::Transient => HandlerError::Transient(e.to_string()),
             ErrorClass::Permanent => HandlerError::Permanent(e.to_string()),
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_handler_errors_by_class() {
-        let transient = StoreError {
+        let transient = AuditStoreError {
             class: ErrorClass::Transient,
             source: sqlx::Error::PoolTimedOut,
         };
@@ -298,7 +298,7 @@ mod tests {
             HandlerError::from(transient),
             HandlerError::Transient(_)
         ));
-        let permanent = StoreError {
+        let permanent = AuditStoreError {
             class: ErrorClass::Permanent,
             source: sqlx::Error::RowNotFound,
         };

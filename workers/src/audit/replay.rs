@@ -288,14 +288,17 @@ async fn replay_one<D: Decoder>(
     let event = loop {
         match decoder.decode(bytes).await {
             Ok(event) => break event,
-            Err(DecodeError::Invalid(reason)) => {
-                tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %reason, "skipping undecodable message");
+            // The live worker dead-lettered these already (an unknown schema id after its
+            // retry window): a replay reading retained history does not wait for them again.
+            Err(error @ (DecodeError::Invalid(_) | DecodeError::UnknownSchema(_))) => {
+                tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %error, "skipping undecodable message");
                 report.skipped += 1;
                 return true;
             }
-            Err(DecodeError::Transient(reason)) => {
+            // Registry down or refusing the credentials: never skip good data for that.
+            Err(error @ (DecodeError::Transient(_) | DecodeError::Unauthorized(_))) => {
                 retry += 1;
-                tracing::warn!(retry, %reason, "transient decode failure; retrying");
+                tracing::warn!(retry, %error, "transient decode failure; retrying");
                 if !wait(retry).await {
                     return false;
                 }

@@ -41,13 +41,13 @@ pub fn classify(err: &sqlx::Error) -> ErrorClass {
 
 #[derive(Debug, thiserror::Error)]
 #[error("audit store ({class:?}): {source}")]
-pub struct StoreError {
+pub struct AuditStoreError {
     pub class: ErrorClass,
     #[source]
     pub source: sqlx::Error,
 }
 
-impl From<sqlx::Error> for StoreError {
+impl From<sqlx::Error> for AuditStoreError {
     fn from(source: sqlx::Error) -> Self {
         Self {
             class: classify(&source),
@@ -94,7 +94,7 @@ impl AuditStore {
     /// The month's partition is ensured first (`audit_ensure_partition`, idempotent); the row
     /// itself is one INSERT, hence one transaction: the effect is durable when this returns
     /// `Ok`, and only then may the caller commit the Kafka offset.
-    pub async fn insert(&self, row: &AuditRow) -> Result<Inserted, StoreError> {
+    pub async fn insert(&self, row: &AuditRow) -> Result<Inserted, AuditStoreError> {
         self.ensure_partition(row.occurred_at).await?;
         let result = sqlx::query(
             "INSERT INTO audit_log (event_id, event_type, task_id, user_id, occurred_at, version, \
@@ -123,7 +123,7 @@ impl AuditStore {
         })
     }
 
-    async fn ensure_partition(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn ensure_partition(&self, at: DateTime<Utc>) -> Result<(), AuditStoreError> {
         let key = month_key(at);
         let known = self
             .ensured_months

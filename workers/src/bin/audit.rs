@@ -2,6 +2,14 @@
 //! See `taskflow_workers::audit` for the guarantee; configuration is by `TASKFLOW_*`
 //! variables (`TASKFLOW_DATABASE_URL`, `TASKFLOW_SCHEMA_REGISTRY_URL`, `TASKFLOW_ADMIN_ADDR`,
 //! `TASKFLOW_KAFKA_*`, `TASKFLOW_CONSUMER_*`).
+//!
+//! It registers no schemas at start-up: the only records it produces are dead letters, which
+//! carry the original bytes untouched (no Avro encoding). A registry settings error still
+//! stops the start.
+//!
+//! Exit status: 0 after a graceful shutdown (SIGTERM/SIGINT); non-zero on a fatal error,
+//! including a panic while decoding or handling a message (the runtime stops without
+//! committing that message), so the supervisor restarts the process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +29,8 @@ async fn main() -> anyhow::Result<()> {
         "TASKFLOW_DATABASE_URL",
         "postgres://postgres@localhost:5432/taskflow".to_owned(),
     )?;
-    let codec = taskflow_infra::config::codec_from_env()?;
+    let codec =
+        taskflow_infra::config::codec_from_env().context("reading Schema Registry settings")?;
     let admin_addr: SocketAddr = env_or(
         "TASKFLOW_ADMIN_ADDR",
         SocketAddr::from(([0, 0, 0, 0], 9091)),
@@ -66,8 +75,9 @@ async fn main() -> anyhow::Result<()> {
     let result = worker.join().await;
     // A fatal worker error also stops the admin server.
     shutdown.cancel();
-    admin.await??;
-    result?;
+    let admin_result = admin.await;
+    result.context("audit worker failed")?;
+    admin_result??;
     tracing::info!("taskflow-audit stopped");
     Ok(())
 }

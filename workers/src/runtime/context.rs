@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ConsumerMetrics;
 use super::offsets::{lag, Epoch, OffsetBook, TopicPartition};
+use super::RuntimeError;
 
 pub(crate) type TaskflowConsumer = StreamConsumer<Ctx>;
 pub(crate) type PartitionQueue = StreamPartitionQueue<Ctx>;
@@ -68,6 +69,10 @@ pub(crate) struct Shared {
     is_running: AtomicBool,
     /// Set while a lag refresh runs on the blocking pool (at most one at a time).
     pub(crate) lag_refresh_running: AtomicBool,
+    /// Cancelled when a partition task fails fatally (a panic); the driver then stops the
+    /// worker with the error kept in `failure`.
+    pub(crate) failed: CancellationToken,
+    failure: Mutex<Option<RuntimeError>>,
 }
 
 impl Shared {
@@ -85,7 +90,38 @@ impl Shared {
             drain_timeout,
             is_running: AtomicBool::new(false),
             lag_refresh_running: AtomicBool::new(false),
+            failed: CancellationToken::new(),
+            failure: Mutex::new(None),
         }
+    }
+
+    /// A partition task panicked while processing `offset` (or outside any message): count
+    /// it, log it, and stop the whole worker with that error. The message was not marked done,
+    /// so neither it nor anything after it in its partition is committed.
+    pub(crate) fn partition_panicked(
+        &self,
+        tp: &TopicPartition,
+        offset: Option<i64>,
+        message: String,
+    ) {
+        self.metrics.panic(&tp.topic);
+        tracing::error!(%tp, ?offset, panic = %message, "partition task panicked; stopping the worker without committing that message");
+        self.fail(RuntimeError::PartitionPanicked {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+            message,
+        });
+    }
+
+    /// Records the first fatal error and wakes the driver.
+    pub(crate) fn fail(&self, error: RuntimeError) {
+        lock(&self.failure).get_or_insert(error);
+        self.failed.cancel();
+    }
+
+    pub(crate) fn take_failure(&self) -> Option<RuntimeError> {
+        lock(&self.failure).take()
     }
 
     pub(crate) fn book(&self) -> MutexGuard<'_, OffsetBook> {

@@ -8,7 +8,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use prometheus::Registry;
 use rdkafka::consumer::Consumer;
 use rdkafka::{ClientConfig, Message};
@@ -16,14 +18,14 @@ use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use taskflow_infra::backoff::Backoff;
 use super::context::{Ctx, PartitionJob, Shared, Spawner, TaskflowConsumer};
 use super::dlq::DlqProducer;
 use super::metrics::ConsumerMetrics;
 use super::offsets::TopicPartition;
-use super::partition::PartitionWorker;
+use super::partition::{panic_message, PartitionLimits, PartitionWorker};
 use super::settings::RuntimeSettings;
 use super::{Decoder, Handler, Probe, RuntimeError, WorkerHandle};
+use taskflow_infra::backoff::Backoff;
 
 /// The consumer's librdkafka configuration: explicit commits only, never the fetch position.
 pub(crate) fn consumer_config(base: &ClientConfig, s: &RuntimeSettings) -> ClientConfig {
@@ -39,7 +41,21 @@ pub(crate) fn consumer_config(base: &ClientConfig, s: &RuntimeSettings) -> Clien
         .set(
             "session.timeout.ms",
             s.session_timeout.as_millis().to_string(),
+        )
+        // Prefetch bounds; with split partition queues the first two apply per partition.
+        .set(
+            "queued.max.messages.kbytes",
+            s.queued_max_kbytes.to_string(),
+        )
+        .set("queued.min.messages", s.queued_min_messages.to_string())
+        .set("fetch.max.bytes", s.fetch_max_bytes.to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            s.max_partition_fetch_bytes.to_string(),
         );
+    if let Some(id) = &s.group_instance_id {
+        config.set("group.instance.id", id);
+    }
     for (key, value) in &s.consumer_overrides {
         config.set(key, value);
     }
@@ -76,8 +92,14 @@ pub(crate) fn spawn<H: Handler, D: Decoder>(
         let decoder = Arc::new(decoder);
         let shared = shared.clone();
         let backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
+        let limits = PartitionLimits {
+            queue_poll_timeout: settings.queue_poll_timeout,
+            unknown_schema_retry: settings.unknown_schema_retry,
+        };
         let rt = rt.clone();
         Box::new(move |job: PartitionJob| {
+            let tp = job.tp.clone();
+            let shared_for_panic = shared.clone();
             let worker = PartitionWorker {
                 tp: job.tp,
                 epoch: job.epoch,
@@ -86,9 +108,16 @@ pub(crate) fn spawn<H: Handler, D: Decoder>(
                 dlq: dlq.clone(),
                 shared: shared.clone(),
                 backoff,
+                limits,
                 stop: job.stop,
             };
-            rt.spawn(worker.run(job.queue))
+            // `run` catches panics of message processing itself; this catches anything else,
+            // so no partition task can end silently.
+            rt.spawn(async move {
+                if let Err(payload) = AssertUnwindSafe(worker.run(job.queue)).catch_unwind().await {
+                    shared_for_panic.partition_panicked(&tp, None, panic_message(payload.as_ref()));
+                }
+            })
         })
     };
 
@@ -127,6 +156,16 @@ pub(crate) fn spawn<H: Handler, D: Decoder>(
     })
 }
 
+/// librdkafka's fatal errors leave the consumer unusable (e.g. a static member fenced by
+/// another process with the same `group.instance.id`); everything else it retries itself.
+fn is_fatal(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::FencedInstanceId)
+    )
+}
+
 struct Driver {
     consumer: Arc<TaskflowConsumer>,
     shared: Arc<Shared>,
@@ -162,6 +201,11 @@ impl Driver {
         let result = loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break Ok(()),
+                // A partition task panicked: stop everything (its message stays uncommitted)
+                // and let the supervisor restart the process.
+                _ = self.shared.failed.cancelled() => {
+                    break Err(self.shared.take_failure().unwrap_or(RuntimeError::DriverLost));
+                }
                 // Polling the main queue runs the rebalance and commit callbacks. After the
                 // split, no message should arrive here.
                 item = stream.next() => match item {
@@ -173,6 +217,10 @@ impl Driver {
                         // be committed past this unprocessed one.
                         self.shared.book().revoke(&tp);
                         break Err(RuntimeError::StrayMessage { topic: tp.topic, partition: tp.partition, offset });
+                    }
+                    Some(Err(error)) if is_fatal(&error) => {
+                        tracing::error!(%error, "fatal consumer error; stopping");
+                        break Err(RuntimeError::FatalKafka(error.to_string()));
                     }
                     Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                     None => break Ok(()),
@@ -219,5 +267,18 @@ mod tests {
             Some("cooperative-sticky")
         );
         assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(c.get("group.instance.id"), None);
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("2048"));
+        assert_eq!(c.get("queued.min.messages"), Some("2000"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("8388608"));
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
+    }
+
+    #[test]
+    fn static_membership_sets_the_instance_id() {
+        let mut s = RuntimeSettings::new("taskflow-audit", &["t"]);
+        s.group_instance_id = Some("taskflow-audit-0".to_owned());
+        let c = consumer_config(&ClientConfig::new(), &s);
+        assert_eq!(c.get("group.instance.id"), Some("taskflow-audit-0"));
     }
 }

@@ -34,6 +34,8 @@ pub struct ConsumerMetrics {
     dlq: IntCounterVec,
     rebalances: IntCounterVec,
     commits: IntCounterVec,
+    decode_retries: IntCounterVec,
+    panics: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -85,7 +87,23 @@ impl ConsumerMetrics {
             ),
             &["mode", "result"],
         )?;
+        let decode_retries = IntCounterVec::new(
+            opts(
+                "taskflow_consumer_decode_retries_total",
+                "Decode attempts retried, by reason: registry_unavailable (unreachable, timeout, 5xx), registry_unauthorized (401/403: credentials refused), unknown_schema (404 for a schema id, retried for a bounded window).",
+            ),
+            &["topic", "reason"],
+        )?;
+        let panics = IntCounterVec::new(
+            opts(
+                "taskflow_consumer_panics_total",
+                "Panics while decoding or handling a message; each one stops the worker (exit non-zero) without committing that message.",
+            ),
+            &["topic"],
+        )?;
         registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(decode_retries.clone()))?;
+        registry.register(Box::new(panics.clone()))?;
         registry.register(Box::new(handler_seconds.clone()))?;
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(dlq.clone()))?;
@@ -98,7 +116,20 @@ impl ConsumerMetrics {
             dlq,
             rebalances,
             commits,
+            decode_retries,
+            panics,
         })
+    }
+
+    /// A decode attempt failed with a retried error; `reason` is a bounded label.
+    pub fn decode_retry(&self, topic: &str, reason: &str) {
+        self.decode_retries
+            .with_label_values(&[topic, reason])
+            .inc();
+    }
+
+    pub fn panic(&self, topic: &str) {
+        self.panics.with_label_values(&[topic]).inc();
     }
 
     pub fn message(&self, topic: &str, outcome: Outcome) {
@@ -163,12 +194,18 @@ mod tests {
         m.message("t", Outcome::Retry);
         m.rebalance("assign");
         m.set_lag("t", 0, 7);
+        m.decode_retry("t", "registry_unauthorized");
+        m.panic("t");
         let out = text(&registry);
         assert!(out
             .contains(r#"taskflow_consumer_messages_total{group="g",outcome="dlq",topic="t"} 1"#));
         assert!(out.contains(r#"taskflow_consumer_dlq_total{group="g",topic="t"} 1"#));
         assert!(out.contains(r#"taskflow_consumer_rebalances_total{group="g",kind="assign"} 1"#));
         assert!(out.contains(r#"taskflow_consumer_lag{group="g",partition="0",topic="t"} 7"#));
+        assert!(out.contains(
+            r#"taskflow_consumer_decode_retries_total{group="g",reason="registry_unauthorized",topic="t"} 1"#
+        ));
+        assert!(out.contains(r#"taskflow_consumer_panics_total{group="g",topic="t"} 1"#));
         m.forget_partition("t", 0);
         assert!(!text(&registry).contains("taskflow_consumer_lag{"));
     }

@@ -20,17 +20,30 @@
 //!   "one past the last message whose effect is durable" per partition.
 //! * Each partition is processed strictly in order by one task, so "offset N is done" implies
 //!   every offset below N is done.
-//! * A transient failure (database or registry down, DLQ produce failed) is retried with capped
-//!   exponential backoff, forever, and the message is not marked done meanwhile: its offset and
-//!   every later one of its partition stay uncommitted.
-//! * A permanent failure (undecodable bytes, unknown schema id, bad framing, a handler's
-//!   `Permanent`) goes to `taskflow.dlq.<group>`; the message is marked done only after the
-//!   broker acknowledged the dead letter.
+//! * A transient failure (database or registry down, registry refusing our credentials, DLQ
+//!   produce failed) is retried with capped exponential backoff, forever, and the message is
+//!   not marked done meanwhile: its offset and every later one of its partition stay
+//!   uncommitted.
+//! * A schema id the registry does not know (404) is retried the same way for
+//!   `unknown_schema_retry` (a schema registered a moment ago may not have reached every
+//!   registry node yet), then dead-lettered.
+//! * A permanent failure (undecodable bytes, bad framing, a handler's `Permanent`, an unknown
+//!   schema id after its window) goes to `taskflow.dlq.<group>`; the message is marked done
+//!   only after the broker acknowledged the dead letter.
+//! * A panic while decoding or handling is caught at the partition task, counted
+//!   (`taskflow_consumer_panics_total`) and logged; the message is not marked done, and the
+//!   whole worker stops with [`RuntimeError::PartitionPanicked`] (after committing only what
+//!   was done before it), so the binary exits non-zero and its supervisor restarts it. A
+//!   partition never dies silently while the others carry on and `/readyz` stays green.
+//! * A partition task waits on its queue for at most `queue_poll_timeout` before polling
+//!   again, so a lost wake-up (rust-rdkafka #665) costs at most that long.
 //! * On revoke, the revoked partitions' tasks finish their in-flight message (bounded by
 //!   `drain_timeout`), then their done offsets are committed synchronously *before* the
 //!   partitions are handed over (librdkafka #1647: nothing is committed on revoke otherwise).
-//!   A fresh epoch per assignment and a per-partition "never below committed" floor keep a
-//!   commit from moving an offset backwards (librdkafka #2782).
+//!   A fresh epoch per assignment, and per partition the highest offset this process saw
+//!   committed in that assignment (its own confirmed commits, and the group's committed offset
+//!   whenever it is read back), keep a commit from moving an offset backwards (librdkafka
+//!   #2782); see [`offsets`] for what that cache does and does not know.
 //! * On shutdown: stop fetching, finish in-flight messages (bounded), final synchronous commit.
 //!
 //! What the guarantee depends on: handlers must be idempotent, and must return `Ok` only once
@@ -77,13 +90,13 @@ use prometheus::Registry;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message};
-use taskflow_schemas::{Codec, Event};
+use taskflow_schemas::{Codec, CodecError, CodecErrorClass, Event};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use taskflow_infra::backoff::Backoff;
 pub use offsets::TopicPartition;
 pub use settings::{Assignor, RuntimeSettings, SettingsError};
+pub use taskflow_infra::backoff::Backoff;
 
 use context::Shared;
 
@@ -148,12 +161,34 @@ pub trait Handler: Send + Sync + 'static {
 /// How decoding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The schema registry is unreachable or failing: retried like a transient handler error.
+    /// The schema registry is unreachable, timing out or failing (5xx): retried like a
+    /// transient handler error, forever, never dead-lettered.
     #[error("transient decode failure: {0}")]
     Transient(String),
-    /// Bad framing, unknown schema id, undecodable bytes: dead-lettered.
+    /// The registry refused our credentials (401/403). Retried forever and never
+    /// dead-lettered: an expired credential must not dead-letter whole topics. Counted apart
+    /// (`reason="registry_unauthorized"`) so it alerts.
+    #[error("schema registry refused the credentials: {0}")]
+    Unauthorized(String),
+    /// The registry does not know the message's schema id (404). Retried for
+    /// `RuntimeSettings::unknown_schema_retry`, then dead-lettered.
+    #[error("unknown schema: {0}")]
+    UnknownSchema(String),
+    /// Bad framing, undecodable bytes: dead-lettered at once.
     #[error("undecodable message: {0}")]
     Invalid(String),
+}
+
+impl DecodeError {
+    /// The bounded `reason` label of `taskflow_consumer_decode_retries_total`.
+    pub fn retry_reason(&self) -> &'static str {
+        match self {
+            DecodeError::Transient(_) => "registry_unavailable",
+            DecodeError::Unauthorized(_) => "registry_unauthorized",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
+            DecodeError::Invalid(_) => "invalid",
+        }
+    }
 }
 
 /// Turns a message value into an event. `taskflow_schemas::Codec` is the production decoder;
@@ -164,13 +199,19 @@ pub trait Decoder: Send + Sync + 'static {
 
 impl Decoder for Codec {
     async fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        Codec::decode(self, bytes).await.map_err(|e| {
-            if e.is_transient() {
-                DecodeError::Transient(e.to_string())
-            } else {
-                DecodeError::Invalid(e.to_string())
-            }
-        })
+        Codec::decode(self, bytes).await.map_err(decode_error)
+    }
+}
+
+/// Maps the codec's classification onto the runtime's retry decision.
+pub fn decode_error(e: CodecError) -> DecodeError {
+    match (e.class(), &e) {
+        (CodecErrorClass::Transient, CodecError::RegistryUnauthorized { .. }) => {
+            DecodeError::Unauthorized(e.to_string())
+        }
+        (CodecErrorClass::Transient, _) => DecodeError::Transient(e.to_string()),
+        (CodecErrorClass::UnknownSchema, _) => DecodeError::UnknownSchema(e.to_string()),
+        (CodecErrorClass::Permanent, _) => DecodeError::Invalid(e.to_string()),
     }
 }
 
@@ -188,6 +229,21 @@ pub enum RuntimeError {
     Thread(#[source] std::io::Error),
     #[error("the consumer thread ended without a result (it panicked)")]
     DriverLost,
+    /// Decoding or handling a message panicked. The message was not marked done (its offset
+    /// and every later one of its partition stay uncommitted); the worker stopped so that its
+    /// supervisor restarts it.
+    #[error("partition {topic}[{partition}] panicked at offset {offset:?}: {message}")]
+    PartitionPanicked {
+        topic: String,
+        partition: i32,
+        /// The message being processed, when the panic happened inside one.
+        offset: Option<i64>,
+        message: String,
+    },
+    /// librdkafka reported a fatal error (e.g. another member fenced this static instance
+    /// id): the consumer cannot continue.
+    #[error("fatal kafka client error: {0}")]
+    FatalKafka(String),
     /// A message arrived on the consumer's main queue instead of its partition's queue. The
     /// runtime cannot process it in order, so it stops without committing that partition.
     #[error("message {topic}[{partition}]@{offset} arrived outside its partition queue")]
@@ -259,7 +315,9 @@ impl Probe {
             .done(&TopicPartition::new(topic, partition))
     }
 
-    /// The committed offset the broker confirmed (or reported) for this assignment.
+    /// The highest committed offset this process saw for the partition in this assignment:
+    /// its own confirmed commits, or the group's offset read back from the broker (a cache,
+    /// refreshed every lag interval; another member's later commit is not seen until then).
     pub fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
         self.shared
             .book()

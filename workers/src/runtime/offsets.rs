@@ -6,8 +6,14 @@
 //! * `done`: one past the highest offset whose effect is durable (the Kafka convention: the
 //!   committed offset is the next message to read). A partition is processed strictly in order
 //!   by one task, so everything below `done` is durable too.
-//! * `committed`: the highest offset the broker has confirmed for this partition in this
-//!   assignment (or had before it, once known).
+//! * `committed`: a cache, not the broker's truth: the highest committed offset *this process*
+//!   has seen for the partition during this assignment, from two sources only: the
+//!   confirmations of its own commits (synchronous results, commit callbacks) and the group's
+//!   committed offsets it reads back periodically (`Shared::refresh_lag`, every lag interval).
+//!   Nothing is read at assignment, so right after an assignment it is `None` until the first
+//!   confirmation or read-back, and a commit made meanwhile by someone else (another member
+//!   holding the partition by mistake, an admin resetting offsets) is invisible until the next
+//!   read-back.
 //!
 //! Two rules make commits safe:
 //!
@@ -15,7 +21,11 @@
 //!    but unprocessed messages are never committed (librdkafka's default auto offset store
 //!    does exactly that).
 //! 2. An offset is offered only when it is strictly above `committed`, and `done` only grows,
-//!    so a commit never moves a partition backwards (librdkafka #2782).
+//!    so this process never commits an offset below one it already committed or saw committed
+//!    in this assignment (librdkafka #2782: offsets stored before a revoke being committed
+//!    after the reassignment). Moving backwards past the group's offset is prevented by the
+//!    assignment itself: a new assignment resumes from the broker's committed offset, so every
+//!    `done` of it starts above that offset.
 //!
 //! Each assignment of a partition gets a fresh *epoch*. A partition task reports progress with
 //! its epoch; a late report from a task of an earlier assignment (revoked, then the partition
@@ -77,8 +87,9 @@ impl OffsetBook {
     }
 
     /// Starts fresh state for a newly assigned partition and returns its epoch. Any state of an
-    /// earlier assignment of the same partition is discarded: the consumer resumes from the
-    /// broker's committed offset, which is the only truth that survives a rebalance.
+    /// earlier assignment of the same partition is discarded (`committed` starts unknown): the
+    /// consumer resumes from the broker's committed offset, which is the only truth that
+    /// survives a rebalance.
     pub fn assign(&mut self, tp: TopicPartition) -> Epoch {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
@@ -119,15 +130,15 @@ impl OffsetBook {
         }
     }
 
-    /// Records the broker's committed offset as a floor (from a commit confirmation, or read
-    /// from the broker at assignment). Never lowers it.
+    /// Records a committed offset this process saw (the confirmation of its own commit, or a
+    /// value read back from the group) in the `committed` cache. Never lowers it.
     pub fn confirm_committed(&mut self, tp: &TopicPartition, offset: i64) {
         if let Some(state) = self.partitions.get_mut(tp) {
             state.committed = Some(state.committed.map_or(offset, |c| c.max(offset)));
         }
     }
 
-    /// The broker's committed offset, read back from the group: raises the floor like
+    /// The group's committed offset, read back from the broker: raises the cache like
     /// `confirm_committed` and forgets outstanding async requests, so any offset the broker
     /// does not have yet is requested again.
     pub fn confirm_from_broker(&mut self, tp: &TopicPartition, offset: i64) {
@@ -259,11 +270,11 @@ mod tests {
         book.mark_done(&tp(0), e, 10);
         book.confirm_committed(&tp(0), 10);
         assert!(book.to_commit(None).is_empty());
-        // A confirmation for an older async commit arriving late must not lower the floor.
+        // A confirmation for an older async commit arriving late must not lower the cache.
         book.confirm_committed(&tp(0), 4);
         assert_eq!(book.committed(&tp(0)), Some(10));
         assert!(book.to_commit(None).is_empty());
-        // The broker already had 12 (e.g. read at assignment): done 11 is not offered.
+        // The group already had 12 (read back from the broker): done 11 is not offered.
         book.confirm_committed(&tp(0), 12);
         book.mark_done(&tp(0), e, 11);
         assert!(book.to_commit(None).is_empty());

@@ -7,7 +7,8 @@
 //! | `TASKFLOW_KAFKA_TOPICS` | the worker's topics | comma-separated topics |
 //! | `TASKFLOW_KAFKA_CLIENT_ID` | the group id | `client.id` of consumer and DLQ producer |
 //! | `TASKFLOW_KAFKA_ASSIGNOR` | `range` | `range`, `roundrobin` or `cooperative-sticky` (tansu 0.6 only works with `range`; `cooperative-sticky` suits Redpanda) |
-//! | `TASKFLOW_KAFKA_SESSION_TIMEOUT_MS` | 45000 | `session.timeout.ms` |
+//! | `TASKFLOW_KAFKA_GROUP_INSTANCE_ID` | none (dynamic membership) | `group.instance.id`: static membership (KIP-345), one stable id per replica (see below) |
+//! | `TASKFLOW_KAFKA_SESSION_TIMEOUT_MS` | 45000 | `session.timeout.ms` (see below) |
 //! | `TASKFLOW_CONSUMER_COMMIT_INTERVAL_MS` | 500 | periodic async commit of done offsets |
 //! | `TASKFLOW_CONSUMER_COMMIT_EVERY` | 500 | also commit once this many messages are done |
 //! | `TASKFLOW_CONSUMER_INITIAL_BACKOFF_MS` | 100 | first retry delay after a transient failure |
@@ -15,12 +16,48 @@
 //! | `TASKFLOW_CONSUMER_DRAIN_TIMEOUT_MS` | 10000 | how long a revoke or shutdown waits for in-flight messages |
 //! | `TASKFLOW_CONSUMER_LAG_INTERVAL_MS` | 5000 | consumer lag gauge refresh |
 //! | `TASKFLOW_CONSUMER_DLQ_TIMEOUT_MS` | 30000 | DLQ delivery timeout (`message.timeout.ms`) before the send is retried |
-
+//! | `TASKFLOW_CONSUMER_QUEUE_POLL_MS` | 1000 | longest wait on a partition queue before polling it again (bounds a lost wake-up, rust-rdkafka #665) |
+//! | `TASKFLOW_UNKNOWN_SCHEMA_RETRY_SECS` | 60 | how long a schema id the registry answers 404 for is retried before the message is dead-lettered |
+//! | `TASKFLOW_CONSUMER_QUEUED_MAX_KBYTES` | 2048 | `queued.max.messages.kbytes`, per partition (librdkafka: 65536) |
+//! | `TASKFLOW_CONSUMER_QUEUED_MIN_MESSAGES` | 2000 | `queued.min.messages`, per partition (librdkafka: 100000) |
+//! | `TASKFLOW_CONSUMER_FETCH_MAX_BYTES` | 8388608 | `fetch.max.bytes`, per fetch request (librdkafka: 52428800) |
+//! | `TASKFLOW_CONSUMER_MAX_PARTITION_FETCH_BYTES` | 1048576 | `max.partition.fetch.bytes` (librdkafka's default) |
+//!
+//! # Restarts: static membership and the session timeout
+//!
+//! Without a `group.instance.id`, a member that dies without leaving the group (SIGKILL, OOM,
+//! a panic exit) holds its partitions until `session.timeout.ms` expires, and its restarted
+//! process joins as a new member, triggering a rebalance of the whole group; on the test broker
+//! (tansu 0.6) such restarts could leave the group rebalancing for minutes. With a stable
+//! instance id per replica, the restarted process takes over its old membership and gets its
+//! partitions back without a rebalance. Set it per replica (Kubernetes: the StatefulSet pod
+//! name; compose: one per service); two live processes with the same id fence each other (the
+//! older one stops with a fatal error).
+//!
+//! The session timeout is then how long the group waits for a member that does not come
+//! back before reassigning its partitions. 45 s (Kafka's default since 3.0) covers a container
+//! restart (including Kubernetes' first crash-loop back-offs of 10 s and 20 s), so a crash
+//! costs no rebalance, while a replica that is gone for good stalls its partitions for at
+//! most 45 s. Static members do not leave the group on a clean shutdown either, so scaling
+//! down also waits that long. Lower it (e.g. 10 s, as the kill test does) for faster failover
+//! at the price of rebalances on slow restarts; brokers bound it by their
+//! `group.min/max.session.timeout.ms`.
+//!
+//! # Prefetch
+//!
+//! Each partition has its own queue (the runtime splits them), and librdkafka applies
+//! `queued.max.messages.kbytes` and `queued.min.messages` *per partition queue* then: with its
+//! defaults (64 MiB, 100000 messages) a worker lagging on 12 partitions may prefetch up to
+//! 768 MiB. Fetching for a partition pauses once its queue holds either limit, so the defaults
+//! here bound prefetch to about 12 x (2 MiB + one 1 MiB partition fetch) for 12 partitions,
+//! while 2000 queued messages still cover seconds of handler work per partition. The audit
+//! benchmark (`taskflow-bench audit-rss`) measures the peak RSS with these defaults and with
+//! librdkafka's.
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use taskflow_infra::config::{env_or, ConfigError};
+use taskflow_infra::config::{env_opt, env_or, ConfigError};
 
 /// `partition.assignment.strategy`: an enum, not a free string, so a typo fails at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +121,20 @@ pub struct RuntimeSettings {
     pub drain_timeout: Duration,
     pub lag_interval: Duration,
     pub dlq_timeout: Duration,
+    /// `group.instance.id` (static membership), when set.
+    pub group_instance_id: Option<String>,
+    /// Longest wait on a partition queue before polling it again.
+    pub queue_poll_timeout: Duration,
+    /// How long an unknown schema id (registry 404) is retried before dead-lettering.
+    pub unknown_schema_retry: Duration,
+    /// `queued.max.messages.kbytes` (per partition queue).
+    pub queued_max_kbytes: u64,
+    /// `queued.min.messages` (per partition queue).
+    pub queued_min_messages: u64,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: u64,
+    /// `max.partition.fetch.bytes`.
+    pub max_partition_fetch_bytes: u64,
     /// Extra librdkafka properties for the consumer, applied last (tests use this for short
     /// session timeouts and the like).
     pub consumer_overrides: Vec<(String, String)>,
@@ -106,6 +157,13 @@ impl RuntimeSettings {
             drain_timeout: Duration::from_secs(10),
             lag_interval: Duration::from_secs(5),
             dlq_timeout: Duration::from_secs(30),
+            group_instance_id: None,
+            queue_poll_timeout: Duration::from_secs(1),
+            unknown_schema_retry: Duration::from_secs(60),
+            queued_max_kbytes: 2048,
+            queued_min_messages: 2000,
+            fetch_max_bytes: 8 * 1024 * 1024,
+            max_partition_fetch_bytes: 1024 * 1024,
             consumer_overrides: Vec::new(),
         }
     }
@@ -150,6 +208,31 @@ impl RuntimeSettings {
             drain_timeout: millis("TASKFLOW_CONSUMER_DRAIN_TIMEOUT_MS", defaults.drain_timeout)?,
             lag_interval: millis("TASKFLOW_CONSUMER_LAG_INTERVAL_MS", defaults.lag_interval)?,
             dlq_timeout: millis("TASKFLOW_CONSUMER_DLQ_TIMEOUT_MS", defaults.dlq_timeout)?,
+            group_instance_id: env_opt::<String>("TASKFLOW_KAFKA_GROUP_INSTANCE_ID")?,
+            queue_poll_timeout: millis(
+                "TASKFLOW_CONSUMER_QUEUE_POLL_MS",
+                defaults.queue_poll_timeout,
+            )?,
+            unknown_schema_retry: Duration::from_secs(count(
+                "TASKFLOW_UNKNOWN_SCHEMA_RETRY_SECS",
+                defaults.unknown_schema_retry.as_secs(),
+            )?),
+            queued_max_kbytes: count(
+                "TASKFLOW_CONSUMER_QUEUED_MAX_KBYTES",
+                defaults.queued_max_kbytes,
+            )?,
+            queued_min_messages: count(
+                "TASKFLOW_CONSUMER_QUEUED_MIN_MESSAGES",
+                defaults.queued_min_messages,
+            )?,
+            fetch_max_bytes: count(
+                "TASKFLOW_CONSUMER_FETCH_MAX_BYTES",
+                defaults.fetch_max_bytes,
+            )?,
+            max_partition_fetch_bytes: count(
+                "TASKFLOW_CONSUMER_MAX_PARTITION_FETCH_BYTES",
+                defaults.max_partition_fetch_bytes,
+            )?,
             consumer_overrides: Vec::new(),
         })
     }
@@ -173,6 +256,7 @@ impl RuntimeSettings {
             ("lag_interval", self.lag_interval),
             ("initial_backoff", self.initial_backoff),
             ("dlq_timeout", self.dlq_timeout),
+            ("queue_poll_timeout", self.queue_poll_timeout),
         ] {
             if d.is_zero() {
                 return invalid(name, "must be greater than zero");
@@ -180,6 +264,30 @@ impl RuntimeSettings {
         }
         if self.commit_every == 0 {
             return invalid("commit_every", "must be greater than zero");
+        }
+        for (name, value) in [
+            ("queued_max_kbytes", self.queued_max_kbytes),
+            ("queued_min_messages", self.queued_min_messages),
+            ("fetch_max_bytes", self.fetch_max_bytes),
+            ("max_partition_fetch_bytes", self.max_partition_fetch_bytes),
+        ] {
+            if value == 0 {
+                return invalid(name, "must be greater than zero");
+            }
+        }
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes (default 1000000).
+        if self.fetch_max_bytes < 1_000_000 {
+            return invalid(
+                "fetch_max_bytes",
+                "must be at least 1000000 (message.max.bytes)",
+            );
+        }
+        if self
+            .group_instance_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return invalid("group_instance_id", "must not be blank when set");
         }
         Ok(())
     }
@@ -267,6 +375,29 @@ mod tests {
         let mut s = RuntimeSettings::new("g", &["t"]);
         s.commit_every = 0;
         assert!(s.validate().is_err());
+        let mut s = RuntimeSettings::new("g", &["t"]);
+        s.queue_poll_timeout = Duration::ZERO;
+        assert!(s.validate().is_err());
+        let mut s = RuntimeSettings::new("g", &["t"]);
+        s.fetch_max_bytes = 65536;
+        assert!(s.validate().is_err());
+        let mut s = RuntimeSettings::new("g", &["t"]);
+        s.queued_max_kbytes = 0;
+        assert!(s.validate().is_err());
+        let mut s = RuntimeSettings::new("g", &["t"]);
+        s.group_instance_id = Some(" ".to_owned());
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn prefetch_defaults_bound_twelve_partitions_well_below_librdkafkas() {
+        let s = RuntimeSettings::new("g", &["t"]);
+        // Per partition: the queue limit plus one partition fetch that may overshoot it.
+        let per_partition = s.queued_max_kbytes * 1024 + s.max_partition_fetch_bytes;
+        let twelve = 12 * per_partition + s.fetch_max_bytes;
+        assert!(twelve <= 48 * 1024 * 1024, "{twelve} bytes");
+        assert!(s.group_instance_id.is_none(), "static membership is opt-in");
+        assert_eq!(s.unknown_schema_retry, Duration::from_secs(60));
     }
 
     #[test]
