@@ -12,6 +12,10 @@
 //! identical schema the same id, and answers 404 with `error_code` 40403 for
 //! an unknown id. The default level is BACKWARD, as in Confluent and Redpanda.
 //!
+//! [`RegistryStandIn::set_fault`] switches failures on for tests of the codec's error
+//! classes: every request answering a given status (401 for refused credentials, 503), or
+//! lookups by schema id answering 404 (a registry node that has not seen an id yet).
+//!
 //! The server runs on its own thread with its own runtime: each
 //! `#[tokio::test]` has a runtime that ends with the test, and the shared
 //! stand-in of [`registry_url`] must outlive all of them.
@@ -19,22 +23,44 @@
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{oneshot, OnceCell};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// A failure the stand-in can be switched to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every request answers this HTTP status (e.g. 401, 403, 503).
+    Status(u16),
+    /// `GET /schemas/ids/{id}` answers 404 `error_code` 40403, as a registry node that has not
+    /// replicated the id yet; everything else works.
+    HideSchemaIds,
+}
+
+#[derive(Default)]
+struct FaultState {
+    fault: Mutex<Option<Fault>>,
+    /// Requests answered with the fault instead of normally.
+    faulted: AtomicU64,
+}
+
+type FaultSwitch = Arc<FaultState>;
+
 /// A running stand-in. Dropping it stops the server.
 pub struct RegistryStandIn {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    faults: FaultSwitch,
     _stop: oneshot::Sender<()>,
 }
 
@@ -43,6 +69,8 @@ impl RegistryStandIn {
     pub async fn start() -> RegistryStandIn {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let faults = FaultSwitch::default();
+        let server_faults = faults.clone();
         std::thread::Builder::new()
             .name("schema-registry-stand-in".into())
             .spawn(move || {
@@ -55,7 +83,7 @@ impl RegistryStandIn {
                         .await
                         .expect("bind stand-in");
                     let _ = addr_tx.send(listener.local_addr().expect("local addr"));
-                    axum::serve(listener, router())
+                    axum::serve(listener, router(server_faults))
                         .with_graceful_shutdown(async {
                             let _ = stop_rx.await;
                         })
@@ -67,12 +95,52 @@ impl RegistryStandIn {
         let addr = addr_rx.await.expect("stand-in did not start");
         RegistryStandIn {
             url: format!("http://{addr}"),
+            faults,
             _stop: stop_tx,
         }
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Switches a failure on (`Some`) or off (`None`).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *self
+            .faults
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// How many requests were answered with a fault so far.
+    pub fn faulted_requests(&self) -> u64 {
+        self.faults.faulted.load(Ordering::SeqCst)
+    }
+}
+
+async fn inject_fault(State(faults): State<FaultSwitch>, request: Request, next: Next) -> Response {
+    let fault = *faults.fault.lock().unwrap_or_else(PoisonError::into_inner);
+    let reject = match fault {
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Some(Reject(
+                status,
+                u32::from(code),
+                format!("injected fault: HTTP {code}"),
+            ))
+        }
+        Some(Fault::HideSchemaIds) if request.uri().path().starts_with("/schemas/ids/") => Some(
+            not_found(40403, "Schema not found (injected fault)".to_owned()),
+        ),
+        _ => None,
+    };
+    match reject {
+        Some(reject) => {
+            faults.faulted.fetch_add(1, Ordering::SeqCst);
+            reject.into_response()
+        }
+        None => next.run(request).await,
     }
 }
 
@@ -111,7 +179,7 @@ struct RegistryState {
 
 type Shared = Arc<Mutex<RegistryState>>;
 
-fn router() -> Router {
+fn router(faults: FaultSwitch) -> Router {
     let state: Shared = Arc::new(Mutex::new(RegistryState {
         schemas: Vec::new(),
         subjects: BTreeMap::new(),
@@ -129,6 +197,7 @@ fn router() -> Router {
         .route("/config", get(get_global_config).put(put_global_config))
         .route("/config/{subject}", get(get_config).put(put_config))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(faults, inject_fault))
 }
 
 fn ok(body: Json) -> Answer {

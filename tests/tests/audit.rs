@@ -1,6 +1,8 @@
-//! The audit worker on a real broker and a real PostgreSQL: crashes, a
-//! rebalance, poison messages and a database outage, and the invariant after
-//! each — exactly one audit row per event, nothing missing, nothing twice.
+//! The audit worker on a real broker and a real PostgreSQL: crashes (SIGKILL,
+//! also five within ten seconds with static membership), a rebalance, poison
+//! messages, a database outage, a registry refusing credentials or not knowing
+//! a schema id yet, and the invariant after each — exactly one audit row per
+//! event, nothing missing, nothing twice, nothing good dead-lettered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -19,7 +21,7 @@ use taskflow_tests::{
     db,
     events::{produce, produce_raw, producer, task_events},
     pgproxy::{upstream_of, PgProxy},
-    registry::registry_url,
+    registry::{registry_url, Fault, RegistryStandIn},
     unique,
     worker::WorkerProcess,
 };
@@ -67,6 +69,8 @@ impl Setup {
         s.runtime.commit_interval = Duration::from_millis(200);
         s.runtime.initial_backoff = Duration::from_millis(50);
         s.runtime.max_backoff = Duration::from_secs(1);
+        // Unknown schema ids are retried this long before they are dead-lettered.
+        s.runtime.unknown_schema_retry = Duration::from_secs(2);
         s
     }
 
@@ -122,20 +126,33 @@ async fn assert_exactly_once(pool: &PgPool, events: &[Event]) {
 }
 
 fn counter(registry: &prometheus::Registry, name: &str, outcome: Option<&str>) -> f64 {
+    labelled(registry, name, outcome.map(|o| ("outcome", o)))
+}
+
+/// The sum of a counter's series, restricted to one label value when given.
+fn labelled(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
     registry
         .gather()
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
         .filter(|m| {
-            outcome.is_none_or(|o| {
+            label.is_none_or(|(k, v)| {
                 m.get_label()
                     .iter()
-                    .any(|l| l.name() == "outcome" && l.value() == o)
+                    .any(|l| l.name() == k && l.value() == v)
             })
         })
         .map(|m| m.get_counter().get_value())
         .sum()
+}
+
+fn decode_retries(registry: &prometheus::Registry, reason: &str) -> f64 {
+    labelled(
+        registry,
+        "taskflow_consumer_decode_retries_total",
+        Some(("reason", reason)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,4 +568,198 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
         .expect("replayed");
     assert_eq!(original.len(), 400);
     assert_eq!(original, replayed, "replay reproduces every row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_event_once() {
+    let s = setup(6).await;
+    let events = task_events(4_000, 400);
+    let producer = producer(&s.brokers);
+    let mut env = s.process_env();
+    env.retain(|(k, _)| *k != "TASKFLOW_KAFKA_SESSION_TIMEOUT_MS");
+    // Static membership: every restart takes over the dead process's membership (the ids
+    // of the killed processes never pile up as members the group waits for).
+    env.push(("TASKFLOW_KAFKA_GROUP_INSTANCE_ID", unique("audit-instance")));
+    env.push(("TASKFLOW_KAFKA_SESSION_TIMEOUT_MS", "10000".to_owned()));
+
+    let mut worker = WorkerProcess::start(&env);
+    // Under load: the events keep arriving for about ten seconds, through every kill.
+    produce(&producer, &s.codec, &s.topic, &events[..200]).await;
+    assert!(
+        wait_for_count(&s.db.pool, 1, Duration::from_secs(120)).await > 0,
+        "the first worker never audited anything"
+    );
+    let streaming = {
+        let (events, codec, topic) = (events.clone(), s.codec.clone(), s.topic.clone());
+        tokio::spawn(async move {
+            for chunk in events[200..].chunks(200) {
+                produce(&producer, &codec, &topic, chunk).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let first_kill = Instant::now();
+    for kill in 1..=5 {
+        worker.kill().await;
+        worker = WorkerProcess::start(&env);
+        if kill < 5 {
+            // Pacing of the kill schedule only; correctness waits on rows below.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let last_restart = Instant::now();
+    assert!(
+        last_restart - first_kill <= Duration::from_secs(10),
+        "five kills took {:?}",
+        last_restart - first_kill
+    );
+    streaming.await.expect("producer task");
+    let deadline = Duration::from_secs(60).saturating_sub(last_restart.elapsed());
+    let count = wait_for_count(&s.db.pool, 4_000, deadline).await;
+    assert_eq!(
+        count,
+        4_000,
+        "rows 60 s after the last restart ({:?} since)",
+        last_restart.elapsed()
+    );
+    assert_exactly_once(&s.db.pool, &events).await;
+    let dlq = Collector::new(&s.brokers, &s.dlq)
+        .drain_extra(Duration::from_secs(2))
+        .await;
+    assert!(dlq.is_empty(), "{} dead letters", dlq.len());
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.terminate())
+        .await
+        .expect("worker exits within 30 s of SIGTERM");
+    assert!(status.success(), "graceful shutdown exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_refusing_credentials_is_retried_and_never_dead_lettered() {
+    let s = setup(2).await;
+    let registry = RegistryStandIn::start().await;
+    let codec = Codec::new(registry.url());
+    let events = task_events(60, 12);
+    // Written while the credentials were good.
+    produce(&producer(&s.brokers), &codec, &s.topic, &events).await;
+    registry.set_fault(Some(Fault::Status(401)));
+
+    let metrics = prometheus::Registry::new();
+    // A fresh codec: nothing cached, every schema id must be fetched.
+    let worker = audit::spawn_audit_worker(
+        s.settings(),
+        s.db.pool.clone(),
+        Codec::new(registry.url()),
+        &metrics,
+        CancellationToken::new(),
+    )
+    .expect("worker");
+    wait_until(
+        || decode_retries(&metrics, "registry_unauthorized") >= 5.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(registry.faulted_requests() >= 5);
+    assert_eq!(
+        audit_count(&s.db.pool).await,
+        0,
+        "nothing decoded meanwhile"
+    );
+    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 0.0);
+    assert!(worker.probe().is_running());
+    // Well past the unknown-schema window (2 s): a 401 is never treated as a 404.
+    wait_until(
+        || decode_retries(&metrics, "registry_unauthorized") >= 12.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 0.0);
+
+    // The credential is rotated: everything is audited, nothing was dead-lettered.
+    registry.set_fault(None);
+    assert_eq!(
+        wait_for_count(&s.db.pool, 60, Duration::from_secs(120)).await,
+        60
+    );
+    assert_exactly_once(&s.db.pool, &events).await;
+    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 0.0);
+    let dlq = Collector::new(&s.brokers, &s.dlq)
+        .drain_extra(Duration::from_secs(2))
+        .await;
+    assert!(dlq.is_empty(), "{} dead letters", dlq.len());
+    worker.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_schema_id_is_retried_for_the_window_then_dead_lettered() {
+    let s = setup(1).await;
+    let registry = RegistryStandIn::start().await;
+    let codec = Codec::new(registry.url());
+    let events = task_events(30, 5);
+    let producer = producer(&s.brokers);
+    produce(&producer, &codec, &s.topic, &events).await;
+    // The worker's registry node has not seen these ids yet.
+    registry.set_fault(Some(Fault::HideSchemaIds));
+
+    let metrics = prometheus::Registry::new();
+    let mut settings = s.settings();
+    settings.runtime.unknown_schema_retry = Duration::from_secs(4);
+    let worker = audit::spawn_audit_worker(
+        settings,
+        s.db.pool.clone(),
+        Codec::new(registry.url()),
+        &metrics,
+        CancellationToken::new(),
+    )
+    .expect("worker");
+    wait_until(
+        || decode_retries(&metrics, "unknown_schema") >= 2.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    // The id appears within the window: the events are audited, not dead-lettered.
+    registry.set_fault(None);
+    assert_eq!(
+        wait_for_count(&s.db.pool, 30, Duration::from_secs(120)).await,
+        30
+    );
+    assert_exactly_once(&s.db.pool, &events).await;
+    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 0.0);
+
+    // An id no registry node will ever know: retried for the window, then dead-lettered.
+    let retries_before = decode_retries(&metrics, "unknown_schema");
+    let unknown_id: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 2, 4, 6];
+    let produced = Instant::now();
+    produce_raw(
+        &producer,
+        &s.topic,
+        [("k-unknown", "TaskCreated", unknown_id)],
+    )
+    .await;
+    let dead = Collector::new(&s.brokers, &s.dlq)
+        .collect(1, Duration::from_secs(120))
+        .await;
+    assert_eq!(dead.len(), 1, "the unknown id was dead-lettered");
+    assert!(
+        produced.elapsed() >= Duration::from_secs(4),
+        "dead-lettered after {:?}, before its 4 s window",
+        produced.elapsed()
+    );
+    let letter = &dead[0];
+    assert_eq!(letter.payload, unknown_id, "original bytes kept");
+    assert_eq!(
+        letter.headers.get("error.kind").map(String::as_str),
+        Some("decode")
+    );
+    assert!(
+        letter.headers["error"].contains("schema id"),
+        "{}",
+        letter.headers["error"]
+    );
+    let attempts: u32 = letter.headers["attempts"].parse().expect("attempts");
+    assert!(attempts > 1, "retried before dead-lettering: {attempts}");
+    assert!(decode_retries(&metrics, "unknown_schema") > retries_before);
+    assert_eq!(counter(&metrics, "taskflow_consumer_dlq_total", None), 1.0);
+    assert_eq!(audit_count(&s.db.pool).await, 30);
+    worker.stop().await.expect("stop");
 }

@@ -755,3 +755,171 @@ async fn cooperative_sticky_moves_only_the_moved_partitions_without_losing_messa
         ) >= 2.0
     );
 }
+
+/// Panics on one marker event, records the others.
+#[derive(Clone)]
+struct PanicsOn {
+    marker: Uuid,
+    inner: Recorder,
+}
+
+impl Handler for PanicsOn {
+    async fn handle(&self, msg: &Decoded) -> Result<(), HandlerError> {
+        if msg.event.metadata().event_id == self.marker {
+            panic!("handler bug on offset {}", msg.offset);
+        }
+        self.inner.handle(msg).await
+    }
+}
+
+/// Decodes JSON, but panics on the bytes `PANIC`.
+struct PanickingDecoder;
+
+impl runtime::Decoder for PanickingDecoder {
+    async fn decode(&self, bytes: &[u8]) -> Result<taskflow_schemas::Event, runtime::DecodeError> {
+        assert!(bytes != b"PANIC", "decoder bug");
+        runtime::Decoder::decode(&JsonDecoder, bytes).await
+    }
+}
+
+fn panic_count(registry: &Registry, topic: &str) -> f64 {
+    metric(registry, "taskflow_consumer_panics_total", ("topic", topic))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_stops_the_worker_without_committing_its_message() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-panic";
+    let group = "rt-g-panic";
+    cluster.create_topic(topic, 1, 1).unwrap();
+    let producer = producer(&brokers);
+    let task = Uuid::now_v7();
+    let events: Vec<_> = (1..=10).map(|v| common::event(task, v)).collect();
+    produce_events(&producer, topic, &events[..5]).await;
+    produce_events(&producer, topic, &events[5..6]).await;
+    produce_events(&producer, topic, &events[6..]).await;
+    // Offsets 0..=4 are fine, offset 5 is the marker, 6..=9 come after it.
+    let marker = events[5].metadata().event_id;
+
+    let recorder = Recorder::default();
+    let registry = Registry::new();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        PanicsOn {
+            marker,
+            inner: recorder.clone(),
+        },
+        &registry,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe = handle.probe();
+    // The worker stops by itself, with an error the binary turns into a non-zero exit.
+    let result = tokio::time::timeout(Duration::from_secs(30), handle.join())
+        .await
+        .expect("the worker stops after the panic");
+    match result {
+        Err(runtime::RuntimeError::PartitionPanicked {
+            topic: t,
+            partition,
+            offset,
+            message,
+        }) => {
+            assert_eq!((t.as_str(), partition, offset), (topic, 0, Some(5)));
+            assert!(message.contains("handler bug on offset 5"), "{message}");
+        }
+        other => panic!("expected PartitionPanicked, got {other:?}"),
+    }
+    assert!(!probe.is_running(), "readiness turns red");
+    assert_eq!(panic_count(&registry, topic), 1.0);
+    // Nothing from the marker on was handled or committed; what came before was committed.
+    let versions: Vec<i64> = recorder.seen().iter().map(|s| s.3).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(committed(&brokers, group, topic, 1), vec![Some(5)]);
+    assert_eq!(
+        metric(&registry, "taskflow_consumer_dlq_total", ("topic", topic)),
+        0.0,
+        "a panic is not a dead letter"
+    );
+
+    // The supervisor restarts the worker (the bug fixed): the marker is delivered again.
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        JsonDecoder,
+        recorder.clone(),
+        &Registry::new(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let probe = handle.probe();
+    wait_for(
+        "everything committed after the restart",
+        Duration::from_secs(20),
+        || probe.committed(topic, 0) == Some(10),
+    )
+    .await;
+    handle.stop().await.unwrap();
+    let versions: Vec<i64> = recorder.seen().iter().map(|s| s.3).collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_decoder_stops_the_worker_and_other_partitions_commit_only_done_work() {
+    init_tracing();
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "rt-panic-decode";
+    let group = "rt-g-panic-decode";
+    cluster.create_topic(topic, 2, 1).unwrap();
+    let producer = producer(&brokers);
+    let task = Uuid::now_v7();
+    let events: Vec<_> = (1..=3).map(|v| (0, common::event(task, v))).collect();
+    produce_events_to(&producer, topic, &events).await;
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .partition(1)
+                .key("k")
+                .payload(b"PANIC".as_slice()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+    let recorder = Recorder::default();
+    let registry = Registry::new();
+    let handle = runtime::spawn(
+        base_config(&brokers),
+        settings(group, topic),
+        PanickingDecoder,
+        recorder.clone(),
+        &registry,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), handle.join())
+        .await
+        .expect("the worker stops after the panic");
+    assert!(
+        matches!(
+            result,
+            Err(runtime::RuntimeError::PartitionPanicked {
+                partition: 1,
+                offset: Some(0),
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(panic_count(&registry, topic), 1.0);
+    let committed = committed(&brokers, group, topic, 2);
+    assert_eq!(committed[1], None, "the panicking message is not committed");
+    // Partition 0 commits exactly what it handled before the worker stopped.
+    let handled = recorder.seen().len() as i64;
+    assert_eq!(committed[0], (handled > 0).then_some(handled));
+}
