@@ -25,8 +25,14 @@
 //! RSS. The reference limit is a plain `COPY` of the very same rows into the
 //! same table shape in another database on the same PostgreSQL.
 //!
+//! `audit-rss [EVENTS] [DESCRIPTION_BYTES]`: the audit worker's peak RSS with 12
+//! partitions of backlog, bounded prefetch versus librdkafka's defaults (see `bench/rss.rs`).
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+#[path = "bench/rss.rs"]
+mod rss;
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +71,12 @@ async fn main() -> anyhow::Result<()> {
     match what {
         "api" => bench_api(&brokers, n, concurrency, rate).await,
         "audit" => bench_audit(&brokers, n).await,
-        other => anyhow::bail!("unknown benchmark {other:?}; expected: api or audit"),
+        "audit-rss" => {
+            let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);
+            let bytes: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(48 * 1024);
+            rss::bench_audit_rss(&brokers, n, bytes).await
+        }
+        other => anyhow::bail!("unknown benchmark {other:?}; expected: api, audit or audit-rss"),
     }
 }
 
