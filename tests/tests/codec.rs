@@ -180,7 +180,7 @@ async fn backward_transitive_checks_every_version_backward_only_the_latest() {
 }
 
 #[tokio::test]
-async fn unknown_schema_id_is_permanent() {
+async fn unknown_schema_id_is_retried_for_a_window_not_forever() {
     let codec = Codec::new(&registry_url().await);
     let err = codec
         .decode(&frame(0x7fff_fff0, b"\x02"))
@@ -190,7 +190,13 @@ async fn unknown_schema_id_is_permanent() {
         matches!(err, CodecError::UnknownSchemaId(0x7fff_fff0)),
         "{err}"
     );
+    // Not transient (retried forever) and not permanent at once: consumers retry it for
+    // TASKFLOW_UNKNOWN_SCHEMA_RETRY_SECS, then dead-letter it.
     assert!(!err.is_transient());
+    assert_eq!(
+        err.class(),
+        taskflow_schemas::CodecErrorClass::UnknownSchema
+    );
 }
 
 #[tokio::test]
@@ -231,4 +237,72 @@ async fn registry_down_is_transient() {
         .await
         .expect_err("down");
     assert!(err.is_transient(), "{err}");
+}
+
+#[tokio::test]
+async fn register_all_classes_refused_credentials_as_transient_then_registers_every_subject() {
+    use taskflow_infra::backoff::Backoff;
+    use taskflow_infra::registration::{SchemaRegistration, Subjects};
+    use taskflow_schemas::CodecErrorClass;
+    use taskflow_tests::registry::{Fault, RegistryStandIn};
+
+    let registry = RegistryStandIn::start().await;
+    let topic = unique("register-all");
+    registry.set_fault(Some(Fault::Status(401)));
+    let codec = Codec::new(registry.url());
+    let err = codec
+        .register_all(&topic, &EventType::TASK_LIFECYCLE)
+        .await
+        .expect_err("credentials refused");
+    assert!(
+        matches!(err, CodecError::RegistryUnauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert_eq!(err.class(), CodecErrorClass::Transient);
+
+    // The start-up registration keeps retrying and reports not ready meanwhile.
+    let metrics = prometheus::Registry::new();
+    let registration = SchemaRegistration::spawn(
+        codec.clone(),
+        vec![Subjects::new(topic.as_str(), &EventType::TASK_LIFECYCLE)],
+        Backoff::new(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_millis(100),
+        ),
+        &metrics,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .expect("metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while registry.faulted_requests() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no retries");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let reason = registration.check().expect_err("not ready");
+    assert!(reason.contains("401"), "{reason}");
+
+    // The credential is fixed: every subject of the topic gets registered, then ready.
+    registry.set_fault(None);
+    while !registration.is_registered() {
+        assert!(std::time::Instant::now() < deadline, "never registered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(registration.check().is_ok());
+    let subjects: Vec<String> = reqwest::get(format!("{}/subjects", registry.url()))
+        .await
+        .expect("registry reachable")
+        .json()
+        .await
+        .expect("json");
+    let mut want: Vec<String> = EventType::TASK_LIFECYCLE
+        .iter()
+        .map(|t| Codec::subject(&topic, *t))
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = subjects
+        .into_iter()
+        .filter(|s| s.starts_with(&topic))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
 }
