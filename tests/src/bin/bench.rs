@@ -73,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
         "audit" => bench_audit(&brokers, n).await,
         "audit-rss" => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);
-            let bytes: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(48 * 1024);
+            let bytes: usize = args
+                .get(3)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(48 * 1024);
             rss::bench_audit_rss(&brokers, n, bytes).await
         }
         other => anyhow::bail!("unknown benchmark {other:?}; expected: api, audit or audit-rss"),
