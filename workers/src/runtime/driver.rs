@@ -16,7 +16,6 @@ use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use taskflow_infra::backoff::Backoff;
 use super::context::{Ctx, PartitionJob, Shared, Spawner, TaskflowConsumer};
 use super::dlq::DlqProducer;
 use super::metrics::ConsumerMetrics;
@@ -24,6 +23,7 @@ use super::offsets::TopicPartition;
 use super::partition::PartitionWorker;
 use super::settings::RuntimeSettings;
 use super::{Decoder, Handler, Probe, RuntimeError, WorkerHandle};
+use taskflow_infra::backoff::Backoff;
 
 /// The consumer's librdkafka configuration: explicit commits only, never the fetch position.
 pub(crate) fn consumer_config(base: &ClientConfig, s: &RuntimeSettings) -> ClientConfig {

@@ -81,9 +81,9 @@ use taskflow_schemas::{Codec, Event};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use taskflow_infra::backoff::Backoff;
 pub use offsets::TopicPartition;
 pub use settings::{Assignor, RuntimeSettings, SettingsError};
+pub use taskflow_infra::backoff::Backoff;
 
 use context::Shared;
 

@@ -15,12 +15,12 @@ use taskflow_schemas::Event;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use taskflow_infra::backoff::Backoff;
 use super::context::{PartitionQueue, Shared};
 use super::dlq::{DlqProducer, Failure, FailureKind};
 use super::metrics::Outcome;
 use super::offsets::{Epoch, TopicPartition};
 use super::{DecodeError, Decoded, Decoder, Handler, HandlerError};
+use taskflow_infra::backoff::Backoff;
 
 /// The result of one step that may be retried.
 enum Step<T> {
