@@ -13,15 +13,19 @@ ALTER TABLE outbox
 CREATE INDEX outbox_task_order ON outbox (topic, partition_key, id);
 CREATE INDEX outbox_parked ON outbox (id) WHERE parked_at IS NOT NULL;
 
--- One row: the relay leadership epoch. A relay that becomes leader bumps it;
--- every batch locks this row and checks the epoch is still its own, so two
--- relays can never publish in the same moment, even with two lock keys
--- configured by mistake, and a deposed relay notices at its next batch.
+-- One row: who leads, and the leadership epoch. A relay that holds the
+-- advisory lock takes this row only if its holder's session is gone (so two
+-- relays configured with two lock keys by mistake do not take turns), and
+-- bumps the epoch; every batch locks this row and checks the epoch is still
+-- its own, so two relays never publish in the same moment and a deposed one
+-- notices at its next batch.
 CREATE TABLE outbox_leader (
-    singleton BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
-    epoch     BIGINT NOT NULL,
-    holder    TEXT,
-    since     TIMESTAMPTZ
+    singleton      BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch          BIGINT NOT NULL,
+    holder         TEXT,
+    holder_pid     INT,
+    holder_started TIMESTAMPTZ,
+    since          TIMESTAMPTZ
 );
 INSERT INTO outbox_leader (singleton, epoch) VALUES (true, 0);
 

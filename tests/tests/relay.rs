@@ -393,19 +393,34 @@ async fn a_deposed_leader_cannot_land_an_older_version_after_a_newer_one() {
     for v in 5..=8 {
         enqueue_all(&db, &topic, &write(v)).await;
     }
+    let epoch = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT epoch FROM outbox_leader")
+                .fetch_one(&pool)
+                .await
+                .expect("epoch")
+        }
+    };
     let pid = leader_in_flight(&db, config.lock_key, Duration::from_secs(30)).await;
+    let deposed_epoch = epoch(&db).await;
     let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(&db.pool)
         .await
         .expect("terminate");
     assert!(terminated);
+    // A new term starts: the stand-by's, or the old leader's own on a new
+    // connection (whichever takes the lock first); both wait out the fence.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(&standby.metrics, "taskflow_outbox_relay_active") != 1 {
-        assert!(Instant::now() < deadline, "the stand-by never took over");
+    while epoch(&db).await <= deposed_epoch
+        || gauge(&standby.metrics, "taskflow_outbox_relay_active")
+            + gauge(&leader.metrics, "taskflow_outbox_relay_active")
+            != 1
+    {
+        assert!(Instant::now() < deadline, "no new leadership term began");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(gauge(&leader.metrics, "taskflow_outbox_relay_active"), 0);
     // Let the new leader wait out the fence with the broker still stalled,
     // then let everything through.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -546,4 +561,61 @@ async fn a_commit_wakes_the_relay_in_process() {
     let got = collector.collect(1, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 1, "published without a NOTIFY or a poll");
     stop.cancel();
+}
+
+/// Two relays on one database with different lock keys (a misconfiguration):
+/// one leads, the other stands by, and per-task order holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lock_keys_by_mistake_still_give_one_publisher() {
+    let brokers = brokers();
+    let topic = unique("relay-two-keys");
+    create_topic(&brokers, &topic, 3).await;
+    let db = db::fresh().await;
+    let codec = Codec::new(&taskflow_tests::registry::registry_url().await);
+    let a = start_relay(&db, &brokers, &codec, fast_config());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gauge(&a.metrics, "taskflow_outbox_relay_active") != 1 {
+        assert!(Instant::now() < deadline, "the first relay never led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = start_relay(
+        &db,
+        &brokers,
+        &codec,
+        RelayConfig {
+            lock_key: 4_242,
+            ..fast_config()
+        },
+    );
+    let tasks: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    for v in 1..=6 {
+        let events: Vec<Event> = tasks
+            .iter()
+            .map(|t| {
+                let kind = if v == 1 {
+                    EventType::TaskCreated
+                } else {
+                    EventType::TaskUpdated
+                };
+                versioned(kind, *t, v)
+            })
+            .collect();
+        enqueue_all(&db, &topic, &events).await;
+        assert_eq!(
+            gauge(&a.metrics, "taskflow_outbox_relay_active")
+                + gauge(&b.metrics, "taskflow_outbox_relay_active"),
+            1,
+            "exactly one relay leads"
+        );
+    }
+    let collector = Collector::new(&brokers, &topic);
+    let received = collector.collect(240, Duration::from_secs(120)).await;
+    let seen = decoded(&codec, &received).await;
+    assert_eq!(seen.len(), 240);
+    let per_task = by_task(&seen);
+    for t in &tasks {
+        assert_eq!(per_task[t], [1, 2, 3, 4, 5, 6], "task {t}");
+    }
+    assert_eq!(gauge(&a.metrics, "taskflow_outbox_relay_active"), 1);
+    assert_eq!(gauge(&b.metrics, "taskflow_outbox_relay_active"), 0);
 }

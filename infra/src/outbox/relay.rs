@@ -30,10 +30,12 @@
 //! forever and never park.
 //!
 //! **One publisher, fenced.** Candidates race for a PostgreSQL session
-//! advisory lock; the winner bumps the epoch in `outbox_leader`, and every
-//! batch runs in a transaction on the lock's connection that first locks that
-//! row and checks the epoch is still its own. So two relays never publish in
-//! the same moment, even with two lock keys configured by mistake. Losing the
+//! advisory lock; the winner takes the `outbox_leader` row (only if its
+//! previous holder's session is gone) and bumps the epoch, and every batch
+//! runs in a transaction on the lock's connection that first locks that row
+//! and checks the epoch is still its own. So two relays never publish in the
+//! same moment, and with two lock keys configured by mistake the second one
+//! stands by instead of taking turns. Losing the
 //! lock (the connection dies: failover, `pg_terminate_backend`, idle timeout)
 //! is noticed by a heartbeat on that connection while delivery reports are
 //! awaited; the relay then purges its producer and stops. What may still be
@@ -397,13 +399,37 @@ impl Relay {
             }
         }
         // Waits for a deposed leader's batch transaction to end (it holds the
-        // row), then makes that leader's next batch fail its epoch check.
-        let epoch: i64 = sqlx::query_scalar(
-            "UPDATE outbox_leader SET epoch = epoch + 1, holder = $1, since = now() RETURNING epoch",
+        // row), then makes that leader's next batch fail its epoch check. A
+        // holder whose session is still alive leads under another lock key:
+        // stand by rather than take turns with it.
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE outbox_leader
+             SET epoch = epoch + 1, holder = $1, since = now(),
+                 holder_pid = pg_backend_pid(),
+                 holder_started = (SELECT backend_start FROM pg_stat_activity
+                                   WHERE pid = pg_backend_pid())
+             WHERE holder_pid IS NULL
+                OR holder_pid = pg_backend_pid()
+                OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                               WHERE a.pid = outbox_leader.holder_pid
+                                 AND a.backend_start = outbox_leader.holder_started)
+             RETURNING epoch",
         )
         .bind(holder_name())
-        .fetch_one(&mut lock_conn)
+        .fetch_optional(&mut lock_conn)
         .await?;
+        let Some(epoch) = epoch else {
+            tracing::warn!(
+                lock_key = self.config.lock_key,
+                "another relay leads this database under a different TASKFLOW_OUTBOX_LOCK_KEY; standing by"
+            );
+            let _ = lock_conn.close().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            return Ok(());
+        };
         self.set_active(true);
         tracing::info!(epoch, fencing = ?self.config.fencing, "outbox relay active");
         let result = self.lead(&mut lock_conn, epoch, shutdown).await;
