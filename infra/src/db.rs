@@ -40,6 +40,12 @@ pub enum DbError {
     ConnectMigration(#[source] sqlx::Error),
     #[error("running migrations: {0}")]
     Migrate(#[from] MigrateError),
+    #[error(
+        "running migrations over TASKFLOW_DATABASE_URL: {0}; that role may not change the \
+         schema: set TASKFLOW_DATABASE_MIGRATION_URL to the owner, or \
+         TASKFLOW_DATABASE_MIGRATE=false where another step migrates"
+    )]
+    MigrateAsService(#[source] MigrateError),
     #[error("invalid database URL: {0}")]
     Url(#[source] sqlx::Error),
     #[error("creating the login role {role}: {source}")]
@@ -120,7 +126,15 @@ pub async fn connect(settings: &DatabaseSettings, migrator: &Migrator) -> Result
         .await
         .map_err(DbError::Connect)?;
     if settings.migrate && settings.migration_url.is_none() {
-        migrator.run(&pool).await?;
+        migrator.run(&pool).await.map_err(|e| match &e {
+            MigrateError::Execute(sqlx::Error::Database(db))
+            | MigrateError::ExecuteMigration(sqlx::Error::Database(db), _)
+                if db.code().as_deref() == Some("42501") =>
+            {
+                DbError::MigrateAsService(e)
+            }
+            _ => DbError::Migrate(e),
+        })?;
     }
     Ok(pool)
 }
