@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod config;
+pub mod db;
 pub mod outbox;
 pub mod registration;
 pub mod shutdown;

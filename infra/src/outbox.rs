@@ -6,10 +6,13 @@
 //! the commit. The [`Relay`] publishes the rows later; that is what lets the
 //! API answer 2xx while the broker is down.
 
+mod parked;
+pub mod plan;
 mod relay;
 mod waker;
 
-pub use relay::{Relay, RelayConfig, RelayError};
+pub use parked::{list_parked, retry_parked, ParkedRow};
+pub use relay::{Fencing, Relay, RelayConfig, RelayError, SELECT_HEADS};
 pub use waker::OutboxWaker;
 
 use sqlx::PgConnection;

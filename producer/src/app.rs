@@ -4,7 +4,7 @@
 //! binding the port) before serving, so a caller learns the real port (tests
 //! bind port 0) and gets errors before the first request.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -13,7 +13,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::PgPool;
 use taskflow_infra::outbox::OutboxWaker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,10 +32,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("connecting to PostgreSQL: {0}")]
-    Connect(#[source] sqlx::Error),
-    #[error("running migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Database(#[from] taskflow_infra::db::DbError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -130,13 +128,14 @@ impl Application {
         settings: Settings,
         registry: &prometheus::Registry,
     ) -> Result<Self, AppError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
-            .await
-            .map_err(AppError::Connect)?;
-        MIGRATOR.run(&pool).await?;
+        // Migrations as the owner, then a pool as the service role (least privilege).
+        let database = taskflow_infra::db::DatabaseSettings {
+            url: settings.database_url.clone(),
+            migration_url: settings.database_migration_url.clone(),
+            migrate: settings.database_migrate,
+            max_connections: settings.database_max_connections,
+        };
+        let pool = taskflow_infra::db::connect(&database, &MIGRATOR).await?;
 
         let secret = match settings.jwt_secret {
             Some(s) => s,

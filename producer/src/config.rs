@@ -4,7 +4,9 @@
 //! | --- | --- | --- |
 //! | `TASKFLOW_HTTP_ADDR` | `0.0.0.0:8080` | address the public HTTP API listens on (port 0 picks a free port) |
 //! | `TASKFLOW_ADMIN_ADDR` | `0.0.0.0:9090` | address of the admin server (`/metrics`, `/healthz`, `/readyz`) |
-//! | `TASKFLOW_DATABASE_URL` | `postgres://postgres@localhost:5432/taskflow` | PostgreSQL connection URL; migrations run against it at startup |
+//! | `TASKFLOW_DATABASE_URL` | `postgres://postgres@localhost:5432/taskflow` | PostgreSQL URL the API connects as (a member of `taskflow_app`) |
+//! | `TASKFLOW_DATABASE_MIGRATION_URL` | unset | owner URL the migrations run over at start-up; unset: over `TASKFLOW_DATABASE_URL` (see `taskflow_infra::db`) |
+//! | `TASKFLOW_DATABASE_MIGRATE` | `true` | `false`: apply no migrations at start-up |
 //! | `TASKFLOW_DATABASE_MAX_CONNECTIONS` | `10` | size of the connection pool |
 //! | `TASKFLOW_JWT_SECRET` | none (random per process, with a warning) | HS256 signing secret for access tokens; set it in every real deployment, or tokens die with the process and do not work across replicas |
 //! | `TASKFLOW_JWT_TTL_SECS` | `3600` | lifetime of an access token in seconds |
@@ -62,6 +64,9 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub database_url: String,
+    /// Owner URL for the migrations; `None`: they run over `database_url`.
+    pub database_migration_url: Option<String>,
+    pub database_migrate: bool,
     pub database_max_connections: u32,
     /// `None` means: generate a random secret at startup (and warn).
     pub jwt_secret: Option<JwtSecret>,
@@ -77,6 +82,8 @@ impl Settings {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.into(),
+            database_migration_url: None,
+            database_migrate: true,
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             jwt_secret: None,
             jwt_ttl_secs: DEFAULT_JWT_TTL_SECS,
@@ -126,6 +133,8 @@ impl Settings {
             http_addr: env_or("TASKFLOW_HTTP_ADDR", default_http)?,
             admin_addr: env_or("TASKFLOW_ADMIN_ADDR", default_admin)?,
             database_url: env_or("TASKFLOW_DATABASE_URL", DEFAULT_DATABASE_URL.to_owned())?,
+            database_migration_url: env_opt("TASKFLOW_DATABASE_MIGRATION_URL")?,
+            database_migrate: env_or("TASKFLOW_DATABASE_MIGRATE", true)?,
             database_max_connections,
             jwt_secret,
             jwt_ttl_secs,

@@ -250,3 +250,29 @@ impl TansuBroker {
         }
     }
 }
+
+impl TansuBroker {
+    /// SIGSTOP: the broker keeps its sockets open but answers nothing, as a
+    /// slow or stalled broker does; requests pile up in its socket buffers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("broker is running");
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+}

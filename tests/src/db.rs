@@ -1,5 +1,9 @@
 //! One PostgreSQL database per test, migrated, so tests run in parallel
 //! without seeing each other's rows. `.ci/run` drops leftovers before a run.
+//!
+//! Migrations run as the owner (the admin URL's user), as in production; a
+//! test that wants the services' rights uses [`TestDb::service`], a pool of
+//! [`SERVICE_ROLE`], a login member of `taskflow_app`.
 
 use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
 
@@ -25,10 +29,19 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The login role tests connect as to have exactly the services' rights.
+pub const SERVICE_ROLE: &str = "taskflow_test_service";
+
 pub struct TestDb {
     pub name: String,
+    /// The owner's URL.
     pub url: String,
+    /// The owner's pool (it ran the migrations).
     pub pool: PgPool,
+    /// [`SERVICE_ROLE`]'s URL: what a service connects with.
+    pub service_url: String,
+    /// A pool as [`SERVICE_ROLE`]; connects on first use.
+    pub service: PgPool,
 }
 
 /// Creates and migrates a fresh database.
@@ -52,7 +65,22 @@ pub async fn fresh() -> TestDb {
         .run(&pool)
         .await
         .expect("run migrations");
-    TestDb { name, url, pool }
+    let mut owner = pool.acquire().await.expect("a connection");
+    let service_url = taskflow_infra::db::ensure_login_role(&mut owner, SERVICE_ROLE, &url)
+        .await
+        .expect("create the service login role");
+    drop(owner);
+    let service = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_lazy(&service_url)
+        .expect("service role URL");
+    TestDb {
+        name,
+        url,
+        pool,
+        service_url,
+        service,
+    }
 }
 
 #[cfg(test)]

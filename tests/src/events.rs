@@ -125,3 +125,21 @@ pub async fn produce_raw<'a>(
         f.await.expect("delivery future").expect("delivered");
     }
 }
+
+/// The example event of `kind`, re-addressed to version `version` of `task`
+/// with a fresh event id: for tests that write outbox rows directly.
+pub fn versioned(kind: taskflow_schemas::EventType, task: Uuid, version: i64) -> Event {
+    let mut e = taskflow_schemas::examples::example(kind);
+    let m = match &mut e {
+        Event::TaskCreated(x) => &mut x.metadata,
+        Event::TaskUpdated(x) => &mut x.metadata,
+        Event::TaskCompleted(x) => &mut x.metadata,
+        Event::TaskReopened(x) => &mut x.metadata,
+        Event::TaskDeleted(x) => &mut x.metadata,
+        Event::ReminderDue(x) => &mut x.metadata,
+    };
+    m.event_id = Uuid::now_v7();
+    m.task_id = task;
+    m.version = version;
+    e
+}

@@ -7,7 +7,8 @@
 //! `POST /subjects/{s}/versions` (register), `POST /subjects/{s}` (lookup),
 //! `GET /schemas/ids/{id}`, `GET /subjects`, `GET /subjects/{s}/versions`,
 //! `GET /subjects/{s}/versions/{latest|n}`, `GET|PUT /config`,
-//! `GET|PUT /config/{s}`. Like a real registry it enforces the subject's
+//! `GET|PUT /config/{s}`, `DELETE /subjects/{s}` (as an operator removes a
+//! subject that blocks a producer). Like a real registry it enforces the subject's
 //! compatibility level on registration (409, `error_code` 409), gives an
 //! identical schema the same id, and answers 404 with `error_code` 40403 for
 //! an unknown id. The default level is BACKWARD, as in Confluent and Redpanda.
@@ -187,7 +188,7 @@ fn router(faults: FaultSwitch) -> Router {
     }));
     Router::new()
         .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}", post(lookup))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route(
             "/subjects/{subject}/versions",
             post(register).get(list_versions),
@@ -421,4 +422,18 @@ async fn put_config(State(state): State<Shared>, Path(name): Path<String>, body:
     let level = parse_level(&body)?;
     lock(&state).subjects.entry(name).or_default().compatibility = Some(level.clone());
     ok(json!({"compatibility": level}))
+}
+
+/// `DELETE /subjects/{s}`: forgets the subject's versions and its own
+/// compatibility level and answers the deleted version numbers; the schemas
+/// keep their ids, as in Confluent's soft delete.
+async fn delete_subject(State(state): State<Shared>, Path(name): Path<String>) -> Answer {
+    let removed = lock(&state).subjects.remove(&name);
+    match removed {
+        Some(s) if !s.versions.is_empty() => {
+            let versions: Vec<usize> = (1..=s.versions.len()).collect();
+            ok(json!(versions))
+        }
+        _ => Err(not_found(40401, format!("Subject '{name}' not found."))),
+    }
 }

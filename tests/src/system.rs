@@ -14,6 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::TestDb;
 
+/// The relay's settings in tests: short timers so a take-over waits out the
+/// previous leader's message timeout in seconds, not tens of seconds.
+pub fn relay_config() -> RelayConfig {
+    RelayConfig {
+        idle_poll: Duration::from_millis(200),
+        message_timeout: Duration::from_secs(3),
+        fence_margin: Duration::from_millis(500),
+        heartbeat: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+        ..RelayConfig::default()
+    }
+}
+
 pub struct TestSystem {
     pub api: String,
     pub db: TestDb,
@@ -42,10 +55,7 @@ impl TestSystem {
             .expect("build API");
         let api = format!("http://127.0.0.1:{}", app.port());
         let shutdown = CancellationToken::new();
-        let relay_config = RelayConfig {
-            idle_poll: Duration::from_millis(200),
-            ..RelayConfig::default()
-        };
+        let relay_config = relay_config();
         let relay_shutdown = shutdown.child_token();
         let relay = Relay::new(
             db.pool.clone(),
@@ -54,7 +64,8 @@ impl TestSystem {
             relay_config,
             &metrics,
         )
-        .expect("relay");
+        .expect("relay")
+        .with_waker(app.outbox_waker());
         tokio::spawn(relay.run(relay_shutdown.clone()));
         tokio::spawn(app.run_until(shutdown.clone()));
         Self {
@@ -84,10 +95,7 @@ impl TestSystem {
             self.db.pool.clone(),
             &KafkaSettings::new(&self.brokers, "taskflow-test-relay-2"),
             self.codec.clone(),
-            RelayConfig {
-                idle_poll: Duration::from_millis(200),
-                ..RelayConfig::default()
-            },
+            relay_config(),
             &metrics,
         )
         .expect("standby relay");

@@ -462,10 +462,23 @@ async fn database_outage_loses_nothing_and_dead_letters_nothing() {
     worker.stop().await.expect("stop");
 }
 
+/// SQLSTATE of a failed statement.
+fn sqlstate(err: &sqlx::Error) -> String {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+        .unwrap_or_default()
+}
+
+/// The audit log cannot be changed: the services' role lacks the rights
+/// (UPDATE, DELETE, TRUNCATE, and ALTER to disable the triggers: it is not
+/// the owner), and even the owner is stopped by the triggers.
 #[tokio::test]
 async fn audit_log_refuses_update_delete_and_truncate() {
     let db = db::fresh().await;
-    let store = AuditStore::new(db.pool.clone());
+    // Written as the audit worker writes in production: as the service role,
+    // which also creates the month's partition if needed.
+    let store = AuditStore::new(db.service.clone());
     let event = &task_events(1, 1)[0];
     let row = audit::audit_row(&taskflow_workers::runtime::Decoded {
         event: event.clone(),
@@ -478,33 +491,71 @@ async fn audit_log_refuses_update_delete_and_truncate() {
     })
     .expect("row");
     store.insert(&row).await.expect("insert");
-    for sql in [
-        "UPDATE audit_log SET event_type = 'Forged'",
-        "DELETE FROM audit_log",
-        "TRUNCATE audit_log",
-    ] {
-        let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
-        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
-    }
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&db.service)
+        .await
+        .expect("current_user");
+    assert_eq!(role, db::SERVICE_ROLE);
     // The monthly partition holding the row refuses too, not only the parent.
     let partition: String =
         sqlx::query_scalar("SELECT tableoid::regclass::text FROM audit_log LIMIT 1")
-            .fetch_one(&db.pool)
+            .fetch_one(&db.service)
             .await
             .expect("a partition");
     assert_ne!(partition, "audit_log");
-    for sql in [
+
+    let changes = [
+        "UPDATE audit_log SET event_type = 'Forged'".to_owned(),
+        "DELETE FROM audit_log".to_owned(),
+        "TRUNCATE audit_log".to_owned(),
         format!("UPDATE {partition} SET version = 99"),
         format!("DELETE FROM {partition}"),
         format!("TRUNCATE {partition}"),
+    ];
+    // The service role: no such privilege (42501 insufficient_privilege).
+    for sql in &changes {
+        let err = sqlx::query(sql).execute(&db.service).await.expect_err(sql);
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {err}");
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    // Nor can it switch the triggers off: only the owner may ALTER the tables,
+    // and skipping triggers by replication role needs a superuser.
+    for sql in [
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_immutable".to_owned(),
+        "ALTER TABLE audit_log DISABLE TRIGGER ALL".to_owned(),
+        format!("ALTER TABLE {partition} DISABLE TRIGGER audit_log_no_truncate"),
+        "SET session_replication_role = replica".to_owned(),
     ] {
-        let err = sqlx::query(&sql).execute(&db.pool).await.expect_err(&sql);
+        let err = sqlx::query(&sql)
+            .execute(&db.service)
+            .await
+            .expect_err(&sql);
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {err}");
+    }
+    // Nor choose a row's position in the feed.
+    let err = sqlx::query(
+        "INSERT INTO audit_log (event_id, event_type, task_id, user_id, occurred_at, version, \
+             correlation_id, payload, source_topic, source_partition, source_offset, seq) \
+         SELECT gen_random_uuid(), event_type, task_id, user_id, occurred_at, version, \
+             correlation_id, payload, source_topic, source_partition, source_offset, 0 \
+         FROM audit_log",
+    )
+    .execute(&db.service)
+    .await
+    .expect_err("seq is not insertable");
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+    // The owner has the rights; the triggers refuse.
+    for sql in &changes {
+        let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(audit_count(&db.pool).await, 1);
     // Re-inserting the same event is a no-op, not an error.
     store.insert(&row).await.expect("idempotent insert");
-    assert_eq!(audit_count(&db.pool).await, 1);
+    assert_eq!(audit_count(&db.service).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

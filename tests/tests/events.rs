@@ -370,6 +370,16 @@ async fn one_relay_per_database_and_a_standby_takes_over_in_order() {
     let topic = unique("standby");
     create_topic(&brokers, &topic, 3).await;
     let sys = TestSystem::start(&brokers, &topic).await;
+    // The system's own relay leads before the stand-by starts, so which one
+    // leads first is not a race.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gauge(&sys.metrics, "taskflow_outbox_relay_active") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first relay never led"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let standby = sys.spawn_standby_relay();
     let token = sys.user().await;
 

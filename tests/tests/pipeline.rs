@@ -119,16 +119,28 @@ async fn writes_through_the_api_come_back_as_audited_history() {
     );
     assert_eq!(items[2]["task"]["status"], "completed");
 
-    let feed: Value = sys
-        .http
-        .get(api("/audit?type=TaskUpdated"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The feed lists a row once every transaction older than its insert has
+    // ended (docs/design.md, "Audit log"): wait for that, briefly.
+    let feed = loop {
+        let feed: Value = sys
+            .http
+            .get(api("/audit?type=TaskUpdated"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !feed["items"].as_array().unwrap().is_empty() {
+            break feed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "feed never listed the update: {feed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(feed["items"].as_array().unwrap().len(), 1, "{feed}");
     worker.stop().await.expect("worker stops");
 }

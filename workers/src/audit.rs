@@ -146,9 +146,12 @@ impl AuditSettings {
     }
 }
 
-/// Applies the shared database migrations (the audit table among them).
+/// The shared database migrations (the audit table among them).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Applies [`MIGRATOR`] over `pool` (which must connect as the owner).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../migrations").run(pool).await
+    MIGRATOR.run(pool).await
 }
 
 /// Starts the audit worker with any [`Decoder`] and returns its handle at once (tests use

@@ -88,7 +88,9 @@ async fn inserts_once_and_refuses_changes() {
 
 #[tokio::test]
 async fn creates_monthly_partitions_on_demand() {
-    let pool = fresh_database().await;
+    // As the service role: it may create partitions (through a SECURITY DEFINER function)
+    // but they belong to the owner, so it cannot ALTER them (e.g. to disable triggers).
+    let (owner, pool) = fresh_database_with_service().await;
     let store = AuditStore::new(pool.clone());
     let mut row = audit_row(&decoded(common::event(Uuid::now_v7(), 1), 0)).unwrap();
     row.occurred_at = Utc.with_ymd_and_hms(2031, 7, 31, 23, 59, 59).unwrap();
@@ -98,6 +100,25 @@ async fn creates_monthly_partitions_on_demand() {
         .await
         .unwrap();
     assert_eq!(partition, "audit_log_2031_07");
+    let partition_owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'audit_log_2031_07'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let table_owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'audit_log'",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(partition_owner, table_owner);
+    assert_ne!(partition_owner, SERVICE_ROLE);
+    let alter = sqlx::query("ALTER TABLE audit_log_2031_07 DISABLE TRIGGER ALL")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(alter.to_string().contains("must be owner"), "{alter}");
     // A month created ahead by the migration.
     row.event_id = Uuid::now_v7();
     row.occurred_at = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();

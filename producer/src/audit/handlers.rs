@@ -16,7 +16,6 @@ use crate::{
     auth::AuthUser,
     extract::TaskId,
     problem::{ApiError, Problem},
-    tasks::validate::Cursor,
 };
 
 fn responses(records: Vec<AuditRecord>) -> Result<Vec<AuditEventResponse>, ApiError> {
@@ -71,12 +70,15 @@ pub struct AuditParamsDoc {
     r#type: Option<String>,
     /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: continue after it.
     cursor: Option<String>,
 }
 
-/// The caller's own audited events, oldest first, with the task snapshot
-/// after each event (same item shape as the task history).
+/// The caller's own audited events in the order the audit log recorded
+/// them, with the task snapshot after each event (same item shape as the
+/// task history). Following `next_cursor` never misses an event, including
+/// one recorded late: an event appears once it is final and always after
+/// every position already handed out.
 #[utoipa::path(
     get, path = "/audit", tag = "audit",
     params(AuditParamsDoc),
@@ -96,20 +98,11 @@ pub async fn list_audit(
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
     let query = parse_audit_query(&pairs).map_err(ApiError::Validation)?;
-    let mut records = store::list_events(&state.pool, user.user_id, &query).await?;
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    let next_cursor = if records.len() > limit {
-        records.truncate(limit);
-        records.last().map(|r| {
-            Cursor {
-                created_at: r.occurred_at,
-                id: r.event_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let rows = store::list_events(&state.pool, user.user_id, &query).await?;
+    // The position after this page, even on what is the last page for now:
+    // rows recorded later come after it, so a client resumes from there.
+    let next_cursor = rows.last().map(|(position, _)| position.encode());
+    let records = rows.into_iter().map(|(_, record)| record).collect();
     Ok(Json(AuditPage {
         items: responses(records)?,
         next_cursor,

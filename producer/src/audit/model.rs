@@ -107,9 +107,13 @@ pub struct TaskHistory {
 /// One page of `GET /audit`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
-    /// In (`occurred_at`, `event_id`) order.
+    /// In the order the audit log recorded the events (not necessarily
+    /// `occurred_at` order: events are recorded asynchronously).
     pub items: Vec<AuditEventResponse>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
+    /// The position after this page's last item: pass it as `cursor` to get
+    /// what follows, now or later (events recorded later come after it).
+    /// `null` when the page is empty: nothing follows the given cursor yet;
+    /// ask again later with the same cursor.
     pub next_cursor: Option<String>,
 }
 

@@ -1,12 +1,54 @@
-//! `GET /audit` query parameters (pure parsing).
+//! `GET /audit` query parameters and the feed's cursor (pure parsing).
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use chrono::{DateTime, Utc};
 use taskflow_schemas::EventType;
 
 use crate::{
     problem::FieldError,
-    tasks::validate::{parse_cursor, parse_instant, parse_limit, Cursor, DEFAULT_LIMIT},
+    tasks::validate::{parse_instant, parse_limit, DEFAULT_LIMIT},
 };
+
+/// A position in the audit log: after the row inserted by transaction `insert_xid` with
+/// sequence value `seq` (see [`super::store`] for why both). Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub insert_xid: u64,
+    pub seq: i64,
+}
+
+impl AuditCursor {
+    /// Distinguishes this cursor from the task list's (and from the feed's earlier
+    /// `occurred_at` cursor, which it replaces): those are refused rather than misread.
+    const TAG: u8 = b'A';
+
+    /// base64url (no padding) of the tag byte, 8 bytes xid and 8 bytes seq, big-endian.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::with_capacity(17);
+        buf.push(Self::TAG);
+        buf.extend_from_slice(&self.insert_xid.to_be_bytes());
+        buf.extend_from_slice(&self.seq.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(s.trim()).ok()?;
+        let (tag, rest) = bytes.split_first()?;
+        if *tag != Self::TAG || rest.len() != 16 {
+            return None;
+        }
+        let (xid, seq) = rest.split_at(8);
+        Some(Self {
+            insert_xid: u64::from_be_bytes(xid.try_into().ok()?),
+            seq: i64::from_be_bytes(seq.try_into().ok()?),
+        })
+    }
+}
+
+fn parse_cursor(value: &str) -> Result<AuditCursor, FieldError> {
+    AuditCursor::decode(value)
+        .ok_or_else(|| FieldError::new("cursor", "is not a cursor returned by GET /audit"))
+}
 
 /// Validated `GET /audit` query.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,9 +60,8 @@ pub struct AuditQuery {
     /// Any of these types; empty = all. Repeating `type=` ORs them.
     pub types: Vec<EventType>,
     pub limit: i64,
-    /// Position after the last item of the previous page: the task-list
-    /// cursor format, holding (`occurred_at`, `event_id`).
-    pub cursor: Option<Cursor>,
+    /// Position after the last item of the previous page.
+    pub cursor: Option<AuditCursor>,
 }
 
 fn type_names() -> String {
@@ -84,6 +125,7 @@ pub fn parse_audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::validate::Cursor;
     use chrono::TimeZone;
     use uuid::Uuid;
 
@@ -106,9 +148,9 @@ mod tests {
 
     #[test]
     fn valid_query() {
-        let c = Cursor {
-            created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-            id: Uuid::from_u128(5),
+        let c = AuditCursor {
+            insert_xid: 7_000_000_001,
+            seq: 42,
         };
         let q = parse_audit_query(&pairs(&[
             ("from", "2026-01-01T01:00:00+01:00"),
@@ -151,5 +193,32 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(fields(&e), ["to"]);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_foreign_cursors_are_refused() {
+        for c in [
+            AuditCursor {
+                insert_xid: 0,
+                seq: 1,
+            },
+            AuditCursor {
+                insert_xid: u64::MAX,
+                seq: i64::MAX,
+            },
+        ] {
+            assert_eq!(AuditCursor::decode(&c.encode()), Some(c));
+        }
+        // The task list's cursor, also the format of the feed's former occurred_at cursor.
+        let task_cursor = Cursor {
+            created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            id: Uuid::from_u128(5),
+        }
+        .encode();
+        assert_eq!(AuditCursor::decode(&task_cursor), None);
+        let e = parse_audit_query(&pairs(&[("cursor", &task_cursor)])).unwrap_err();
+        assert_eq!(fields(&e), ["cursor"]);
+        assert_eq!(AuditCursor::decode(""), None);
+        assert_eq!(AuditCursor::decode("QQ"), None);
     }
 }

@@ -6,11 +6,15 @@ use std::sync::Once;
 use reqwest::{header, Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
+use taskflow_infra::db;
 use taskflow_producer::{config::JwtSecret, Application, Settings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The login role the app under test connects as (a member of `taskflow_app`).
+pub const SERVICE_ROLE: &str = "taskflow_test_service";
 
 static LOGS: Once = Once::new();
 
@@ -67,9 +71,26 @@ pub async fn spawn_app() -> TestApp {
         .expect("create test database");
     conn.close().await.ok();
 
+    // Least privilege as in production: migrations as the owner, the app as a
+    // login member of `taskflow_app` (created once per cluster; same password
+    // as the admin URL's, if any).
+    let owner_url = with_database(&admin, &db_name);
+    let mut owner = PgConnection::connect(&owner_url)
+        .await
+        .expect("connect to the test database");
+    taskflow_producer::app::MIGRATOR
+        .run(&mut owner)
+        .await
+        .expect("run migrations");
+    let service_url = db::ensure_login_role(&mut owner, SERVICE_ROLE, &owner_url)
+        .await
+        .expect("create the service login role");
+    owner.close().await.ok();
+
     let secret = format!("test-secret-{}", Uuid::new_v4().simple());
     let topic = format!("test.task-events.{}", Uuid::new_v4().simple());
-    let mut settings = Settings::new(with_database(&admin, &db_name));
+    let mut settings = Settings::new(service_url);
+    settings.database_migration_url = Some(owner_url);
     settings.jwt_secret = Some(JwtSecret::new(secret.clone()));
     settings.topic_task_events = topic.clone();
     settings.database_max_connections = 8;

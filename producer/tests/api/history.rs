@@ -14,7 +14,8 @@ use crate::helpers::{assert_problem, error_fields, spawn_app, TestApp};
 
 /// Copies every outbox row into `audit_log` the way the audit worker does
 /// (metadata columns from the event, payload verbatim). Newest first, so the
-/// answer's order cannot come from insertion order.
+/// history's version order cannot come from insertion order; `/audit` lists
+/// them in this insertion order.
 async fn audit_from_outbox(app: &TestApp) {
     sqlx::query(
         "INSERT INTO audit_log (event_id, event_type, task_id, user_id, occurred_at, version, \
@@ -29,11 +30,12 @@ async fn audit_from_outbox(app: &TestApp) {
     .execute(&app.pool)
     .await
     .unwrap();
+    settled(app).await;
 }
 
 /// Writes one event (e.g. a `ReminderDue` the reminders worker would
-/// produce) as an audit row.
-async fn audit_event(app: &TestApp, event: &Event) {
+/// produce) as an audit row, without waiting for `/audit` to list it.
+async fn insert_event<'e>(ex: impl sqlx::PgExecutor<'e>, event: &Event) {
     let m = event.metadata();
     sqlx::query(
         "INSERT INTO audit_log (event_id, event_type, task_id, user_id, occurred_at, version, \
@@ -49,9 +51,62 @@ async fn audit_event(app: &TestApp, event: &Event) {
     .bind(&m.correlation_id)
     .bind(&m.causation_id)
     .bind(serde_json::to_value(event).unwrap())
-    .execute(&app.pool)
+    .execute(ex)
     .await
     .unwrap();
+}
+
+/// Writes one event as an audit row and waits until `/audit` lists it.
+async fn audit_event(app: &TestApp, event: &Event) {
+    insert_event(&app.pool, event).await;
+    settled(app).await;
+}
+
+/// Waits until every transaction that had started when this was called has
+/// ended, cluster-wide: from then on `/audit` lists every row committed
+/// before the call (it holds back rows behind a running transaction; a test
+/// running beside this one may briefly hold one).
+async fn settled(app: &TestApp) {
+    let horizon: String =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let passed: bool =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8")
+                .bind(&horizon)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if passed {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a transaction older than xid {horizon} is still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn reminder(user_id: Uuid, task_id: Uuid, version: i64, occurred_at: DateTime<Utc>) -> Event {
+    Event::ReminderDue(ReminderDue {
+        metadata: EventMetadata {
+            event_id: Uuid::now_v7(),
+            occurred_at,
+            user_id,
+            task_id,
+            version,
+            correlation_id: format!("corr-{version}"),
+            causation_id: None,
+        },
+        reminder_key: format!("{task_id}:before:{version}"),
+        fire_at: occurred_at,
+        due_at: None,
+        title: "reminded".into(),
+    })
 }
 
 async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
@@ -316,8 +371,9 @@ async fn audit_filters_by_type_and_time_and_paginates() {
     app.create_ok(&other, json!({"title": "noise"})).await;
     audit_from_outbox(&app).await;
 
-    // what the feed must return: the user's events in (occurred_at, event_id) order
-    let mut expected: Vec<(DateTime<Utc>, String)> = app
+    // what the feed must return: the user's events in the order they were
+    // recorded (audit_from_outbox: newest outbox row first)
+    let mut recorded: Vec<(DateTime<Utc>, String)> = app
         .outbox()
         .await
         .iter()
@@ -330,11 +386,12 @@ async fn audit_filters_by_type_and_time_and_paginates() {
             )
         })
         .collect();
-    expected.sort();
-    let expected_ids: Vec<String> = expected.iter().map(|e| e.1.clone()).collect();
+    recorded.reverse();
+    let expected_ids: Vec<String> = recorded.iter().map(|e| e.1.clone()).collect();
     assert_eq!(expected_ids.len(), 7);
 
-    // every page walked: all events once, in order, 4 pages of <= 2
+    // every page walked: all events once, in order, 4 pages of <= 2, then an
+    // empty page (nothing recorded after the last position yet)
     let mut seen = Vec::new();
     let mut pages = 0;
     let mut path = "/audit?limit=2".to_owned();
@@ -349,26 +406,40 @@ async fn audit_filters_by_type_and_time_and_paginates() {
         );
         match page["next_cursor"].as_str() {
             Some(c) => path = format!("/audit?limit=2&cursor={c}"),
-            None => break,
+            None => {
+                assert!(items(&page).is_empty(), "a page with items has a cursor");
+                break;
+            }
         }
         assert!(pages < 10, "pagination does not terminate");
     }
-    assert_eq!(pages, 4);
+    assert_eq!(pages, 5);
     assert_eq!(seen, expected_ids);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 7);
 
     let updated = get_ok(&app, &token, "/audit?type=TaskUpdated").await;
     assert_eq!(strs(items(&updated), "event_type"), ["TaskUpdated"; 2]);
     assert_eq!(
-        items(&updated)[0]["changes"],
-        json!([{"field": "priority", "old": "medium", "new": "high"}])
+        items(&updated)[1]["changes"],
+        json!([{"field": "priority", "old": "medium", "new": "high"}]),
+        "recorded order: the tags update (newer outbox row) was recorded first"
     );
     let two = get_ok(&app, &token, "/audit?type=TaskUpdated&type=TaskCompleted").await;
     assert_eq!(items(&two).len(), 3);
 
-    // [from, to) around events 2..=4, with a +02:00 offset, walked one per page
-    let from = query_instant(expected[2].0);
-    let to = query_instant(expected[5].0);
+    // [from, to) around the 3rd..5th instants, with a +02:00 offset, walked
+    // one per page; listed in recorded order
+    let mut instants: Vec<DateTime<Utc>> = recorded.iter().map(|e| e.0).collect();
+    instants.sort();
+    let (from_t, to_t) = (instants[2], instants[5]);
+    let window: Vec<String> = recorded
+        .iter()
+        .filter(|(t, _)| *t >= from_t && *t < to_t)
+        .map(|e| e.1.clone())
+        .collect();
+    assert_eq!(window.len(), 3);
+    let from = query_instant(from_t);
+    let to = query_instant(to_t);
     let mut seen = Vec::new();
     let mut path = format!("/audit?from={from}&to={to}&limit=1");
     for _ in 0..10 {
@@ -383,7 +454,7 @@ async fn audit_filters_by_type_and_time_and_paginates() {
             None => break,
         }
     }
-    assert_eq!(seen, expected_ids[2..5]);
+    assert_eq!(seen, window);
     let none = get_ok(
         &app,
         &token,
@@ -413,6 +484,66 @@ async fn audit_filters_by_type_and_time_and_paginates() {
         .await;
         assert_eq!(error_fields(&p), fields, "{query}");
     }
+}
+
+/// The bug this cursor fixes: the audit worker records events late and out
+/// of order. Here a row's transaction takes the lower sequence value, carries
+/// an older `occurred_at`, and commits only after a page was read past the
+/// rows around it; following `next_cursor` still returns it.
+#[tokio::test]
+async fn audit_cursor_returns_a_row_that_commits_late() {
+    let app = spawn_app().await;
+    let (user, token) = app.new_user().await;
+    let task = Uuid::now_v7();
+    let now = Utc::now().trunc_subsecs(6);
+    let first = reminder(user, task, 1, now);
+    audit_event(&app, &first).await;
+
+    let late = reminder(user, task, 2, now - chrono::Duration::minutes(5));
+    let mut slow = app.pool.begin().await.unwrap();
+    insert_event(&mut *slow, &late).await;
+    let early = reminder(user, task, 3, now + chrono::Duration::seconds(1));
+    insert_event(&app.pool, &early).await;
+    let seq_of = |sql_id: Uuid| {
+        sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_log WHERE event_id = $1").bind(sql_id)
+    };
+    let late_seq = seq_of(late.metadata().event_id)
+        .fetch_one(&mut *slow)
+        .await
+        .unwrap();
+    let early_seq = seq_of(early.metadata().event_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        late_seq < early_seq,
+        "the late row holds the lower sequence"
+    );
+
+    // A reader now: `early` is committed and visible, but listing it would
+    // move the cursor past `late`'s position; it is held back instead.
+    let page = get_ok(&app, &token, "/audit?limit=10").await;
+    assert_eq!(
+        strs(items(&page), "event_id"),
+        [first.metadata().event_id.to_string()]
+    );
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+
+    slow.commit().await.unwrap();
+    settled(&app).await;
+    let page = get_ok(&app, &token, &format!("/audit?limit=10&cursor={cursor}")).await;
+    assert_eq!(
+        strs(items(&page), "event_id"),
+        [
+            late.metadata().event_id.to_string(),
+            early.metadata().event_id.to_string()
+        ],
+        "the late row is returned, in recorded order"
+    );
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest = get_ok(&app, &token, &format!("/audit?cursor={cursor}")).await;
+    assert_eq!(rest["items"], json!([]));
+    assert_eq!(rest["next_cursor"], Value::Null);
 }
 
 #[tokio::test]

@@ -14,3 +14,4 @@ mod idempotency;
 mod list;
 mod observability;
 mod tasks;
+mod timestamps;

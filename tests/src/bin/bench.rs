@@ -25,12 +25,26 @@
 //! RSS. The reference limit is a plain `COPY` of the very same rows into the
 //! same table shape in another database on the same PostgreSQL.
 //!
+//! ```sh
+//! cargo run --release -p taskflow-tests --bin taskflow-bench -- relay [N] [_] [RATE]
+//! ```
+//!
+//! `relay`: N committed outbox rows (distinct tasks) drained by the relay,
+//! rows/s, next to a plain idempotent producer sending the same encoded
+//! bytes; then rows committed one at a time at RATE/s (default 200) with the
+//! in-process wake-up, commit -> consumer receipt p50/p99 next to the plain
+//! producer paced the same. `api` also runs pgbench with the API's create
+//! transaction (task row + outbox row) at the same concurrency, without and
+//! with a `pg_notify`, and prints creates/s as a share of it.
+//!
 //! `audit-rss [EVENTS] [DESCRIPTION_BYTES]`: the audit worker's peak RSS with 12
 //! partitions of backlog, bounded prefetch versus librdkafka's defaults (see `bench/rss.rs`).
 //!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+#[path = "bench/relay.rs"]
+mod relay;
 #[path = "bench/rss.rs"]
 mod rss;
 
@@ -71,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
     match what {
         "api" => bench_api(&brokers, n, concurrency, rate).await,
         "audit" => bench_audit(&brokers, n).await,
+        "relay" => relay::bench_relay(&brokers, n, rate.unwrap_or(200.0)).await,
+        "txn-probe" => relay::probe_transactions(&brokers).await,
         "audit-rss" => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);
             let bytes: usize = args
@@ -80,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(48 * 1024);
             rss::bench_audit_rss(&brokers, n, bytes).await
         }
-        other => anyhow::bail!("unknown benchmark {other:?}; expected: api, audit or audit-rss"),
+        other => {
+            anyhow::bail!(
+                "unknown benchmark {other:?}; expected: api, audit, relay, txn-probe or audit-rss"
+            )
+        }
     }
 }
 
@@ -92,7 +112,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
     (
         percentile(&ms, 0.5),
@@ -169,6 +189,18 @@ async fn bench_api(
         p50 / b50,
         p99 / b99
     );
+    if pace.is_none() {
+        drop(sys);
+        let secs = elapsed.as_secs().clamp(5, 30);
+        let (without, with) = relay::pgbench_reference(concurrency, secs).await?;
+        println!("  pgbench, the same transaction, {concurrency} clients, {secs} s:");
+        println!("    without NOTIFY:                {without:.0} tps");
+        println!("    with a NOTIFY inside:          {with:.0} tps");
+        println!(
+            "  HTTP creates/s / pgbench without NOTIFY: {:.2}",
+            rate / without
+        );
+    }
     Ok(())
 }
 
@@ -180,7 +212,11 @@ fn msg_latency_ms(msg: &taskflow_tests::broker::Received, sent: chrono::DateTime
 
 /// A plain idempotent acks=all producer paced at `rate` msg/s, and a consumer
 /// measuring send -> receive for each message.
-async fn baseline(brokers: &str, n: usize, rate: f64) -> anyhow::Result<(f64, f64, f64)> {
+pub(crate) async fn baseline(
+    brokers: &str,
+    n: usize,
+    rate: f64,
+) -> anyhow::Result<(f64, f64, f64)> {
     let topic = unique("bench-baseline");
     create_topic(brokers, &topic, 6).await;
     let producer: FutureProducer = ClientConfig::new()

@@ -8,8 +8,8 @@
 //!
 //! Because inserts are idempotent by event, replaying into a log that already holds some rows
 //! only adds the missing ones, and replaying into an empty log reproduces the same rows
-//! (same event ids, payloads and source positions; only `recorded_at` differs), as far as the
-//! topics still retain the events.
+//! (same event ids, payloads and source positions; only `recorded_at` and the feed position
+//! `insert_xid`, `seq` differ), as far as the topics still retain the events.
 //!
 //! Emptying the log is deliberately hard: the immutability triggers refuse DELETE and
 //! TRUNCATE. The documented rebuild paths are

@@ -94,6 +94,9 @@ impl AuditStore {
     /// The month's partition is ensured first (`audit_ensure_partition`, idempotent); the row
     /// itself is one INSERT, hence one transaction: the effect is durable when this returns
     /// `Ok`, and only then may the caller commit the Kafka offset.
+    ///
+    /// The row's feed position (`insert_xid`, `seq`) and `recorded_at` come from column
+    /// defaults; the service role may not supply them (see `producer/src/audit/store.rs`).
     pub async fn insert(&self, row: &AuditRow) -> Result<Inserted, AuditStoreError> {
         self.ensure_partition(row.occurred_at).await?;
         let result = sqlx::query(

@@ -1,6 +1,6 @@
 //! `taskflow-audit`: records every task event and reminder in the append-only audit log.
 //! See `taskflow_workers::audit` for the guarantee; configuration is by `TASKFLOW_*`
-//! variables (`TASKFLOW_DATABASE_URL`, `TASKFLOW_SCHEMA_REGISTRY_URL`, `TASKFLOW_ADMIN_ADDR`,
+//! variables (`TASKFLOW_DATABASE_*` as in `taskflow_infra::db`, `TASKFLOW_SCHEMA_REGISTRY_URL`, `TASKFLOW_ADMIN_ADDR`,
 //! `TASKFLOW_KAFKA_*`, `TASKFLOW_CONSUMER_*`).
 //!
 //! It registers no schemas at start-up: the only records it produces are dead letters, which
@@ -13,11 +13,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
-use sqlx::postgres::PgPoolOptions;
 use taskflow_infra::admin::{self, ReadyCheck};
 use taskflow_infra::config::env_or;
 use taskflow_workers::audit::{self, AuditSettings};
@@ -25,10 +23,7 @@ use taskflow_workers::audit::{self, AuditSettings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     taskflow_infra::telemetry::init_tracing();
-    let database_url: String = env_or(
-        "TASKFLOW_DATABASE_URL",
-        "postgres://postgres@localhost:5432/taskflow".to_owned(),
-    )?;
+    let database = taskflow_infra::db::DatabaseSettings::from_env(10)?;
     let codec =
         taskflow_infra::config::codec_from_env().context("reading Schema Registry settings")?;
     let admin_addr: SocketAddr = env_or(
@@ -37,14 +32,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let settings = AuditSettings::from_env()?;
 
-    let max_connections: u32 = env_or("TASKFLOW_DATABASE_MAX_CONNECTIONS", 10)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&database_url)
-        .await
-        .context("connecting to the database")?;
-    audit::migrate(&pool).await?;
+    // Migrations as the owner (when configured), then a pool as the service role.
+    let pool = taskflow_infra::db::connect(&database, &audit::MIGRATOR).await?;
 
     let registry = Registry::new();
     let shutdown = taskflow_infra::shutdown::on_signal();

@@ -218,8 +218,17 @@ pub(crate) fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A new, migrated database for one test.
+/// A new, migrated database for one test; the pool is the owner's.
 pub(crate) async fn fresh_database() -> PgPool {
+    fresh_database_with_service().await.0
+}
+
+/// The login role tests use to have exactly the services' rights.
+pub(crate) const SERVICE_ROLE: &str = "taskflow_test_service";
+
+/// A new database migrated by the owner: (owner's pool, pool as [`SERVICE_ROLE`], a login
+/// member of `taskflow_app`, as the worker connects in production).
+pub(crate) async fn fresh_database_with_service() -> (PgPool, PgPool) {
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(&database_url())
@@ -242,7 +251,16 @@ pub(crate) async fn fresh_database() -> PgPool {
     taskflow_workers::audit::migrate(&pool)
         .await
         .expect("migrate");
-    pool
+    let mut owner = pool.acquire().await.expect("a connection");
+    let service_url = taskflow_infra::db::ensure_login_role(&mut owner, SERVICE_ROLE, &url)
+        .await
+        .expect("create the service login role");
+    drop(owner);
+    let service = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_lazy(&service_url)
+        .expect("service role URL");
+    (pool, service)
 }
 
 pub(crate) fn init_tracing() {
