@@ -88,6 +88,12 @@ impl Setup {
     }
 }
 
+/// The SIGKILL tests run one at a time: each restarts worker processes against the group
+/// coordinator of the shared test broker, and two of them at once on a small machine starve
+/// it (heartbeats unanswered past the session timeout), which tests the machine, not the
+/// worker.
+static KILL_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn audit_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log")
         .fetch_one(pool)
@@ -157,6 +163,7 @@ fn decode_retries(registry: &prometheus::Registry, reason: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
+    let _one_at_a_time = KILL_TESTS.lock().await;
     let s = setup(6).await;
     let events = task_events(10_000, 700);
     let producer = producer(&s.brokers);
@@ -165,8 +172,7 @@ async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
     let streaming = {
         let (events, codec, topic) = (events.clone(), s.codec.clone(), s.topic.clone());
         tokio::spawn(async move {
-            // About 30 s of stream: longer than three kill + rejoin cycles
-            // (each waits out the 6 s session timeout of the dead member).
+            // About 30 s of stream: longer than three kill + restart cycles.
             for chunk in events.chunks(200) {
                 produce(&producer, &codec, &topic, chunk).await;
                 tokio::time::sleep(Duration::from_millis(600)).await;
@@ -174,7 +180,12 @@ async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
         })
     };
 
-    let env = s.process_env();
+    let mut env = s.process_env();
+    // Static membership: a restarted process takes the killed one's membership over instead
+    // of joining as a new member while the dead one still holds its partitions.
+    env.retain(|(k, _)| *k != "TASKFLOW_KAFKA_SESSION_TIMEOUT_MS");
+    env.push(("TASKFLOW_KAFKA_GROUP_INSTANCE_ID", unique("audit-instance")));
+    env.push(("TASKFLOW_KAFKA_SESSION_TIMEOUT_MS", "10000".to_owned()));
     let mut worker = WorkerProcess::start(&env);
     let mut kills = 0;
     let mut last = 0;
@@ -623,6 +634,7 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_event_once() {
+    let _one_at_a_time = KILL_TESTS.lock().await;
     let s = setup(6).await;
     let events = task_events(4_000, 400);
     let producer = producer(&s.brokers);

@@ -16,6 +16,7 @@
 //! | `TASKFLOW_CONSUMER_DRAIN_TIMEOUT_MS` | 10000 | how long a revoke or shutdown waits for in-flight messages |
 //! | `TASKFLOW_CONSUMER_LAG_INTERVAL_MS` | 5000 | consumer lag gauge refresh |
 //! | `TASKFLOW_CONSUMER_DLQ_TIMEOUT_MS` | 30000 | DLQ delivery timeout (`message.timeout.ms`) before the send is retried |
+//! | `TASKFLOW_KAFKA_DEBUG` | none | librdkafka `debug` contexts of the consumer (e.g. `cgrp`), logged at debug level |
 //! | `TASKFLOW_CONSUMER_QUEUE_POLL_MS` | 1000 | longest wait on a partition queue before polling it again (bounds a lost wake-up, rust-rdkafka #665) |
 //! | `TASKFLOW_UNKNOWN_SCHEMA_RETRY_SECS` | 60 | how long a schema id the registry answers 404 for is retried before the message is dead-lettered |
 //! | `TASKFLOW_CONSUMER_QUEUED_MAX_KBYTES` | 2048 | `queued.max.messages.kbytes`, per partition (librdkafka: 65536) |
@@ -233,7 +234,11 @@ impl RuntimeSettings {
                 "TASKFLOW_CONSUMER_MAX_PARTITION_FETCH_BYTES",
                 defaults.max_partition_fetch_bytes,
             )?,
-            consumer_overrides: Vec::new(),
+            // librdkafka's own debug contexts (e.g. `cgrp` for group membership), logged
+            // through `tracing` at debug level.
+            consumer_overrides: env_opt::<String>("TASKFLOW_KAFKA_DEBUG")?
+                .map(|contexts| vec![("debug".to_owned(), contexts)])
+                .unwrap_or_default(),
         })
     }
 
