@@ -115,9 +115,10 @@ impl<H: Handler, D: Decoder> PartitionWorker<H, D> {
                     Ok(Ok(msg)) => {
                         let msg = msg.detach();
                         let offset = msg.offset();
-                        // The handler and decoder are shared with other partitions' tasks, but
-                        // after a panic the whole worker stops, so no state they may have left
-                        // half-updated is used again.
+                        // The handler and decoder are shared with the other partitions' tasks:
+                        // after a panic the worker stops at once, the others only finish their
+                        // in-flight message, and the process exits, so state a panic may have
+                        // left half-updated is not relied on for long.
                         match AssertUnwindSafe(self.process(msg)).catch_unwind().await {
                             Ok(true) => {}
                             Ok(false) => break,
