@@ -63,8 +63,12 @@ pub enum ApiError {
     PreconditionFailed { current: i64 },
     #[error("{0}")]
     Conflict(String),
-    #[error("this Idempotency-Key was already used with a different request body")]
+    #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("the request took longer than {timeout_ms} ms and was abandoned")]
+    Timeout { timeout_ms: u128 },
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
@@ -98,6 +102,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,6 +121,8 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => "precondition-failed",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyReused => "idempotency-key-reused",
+            ApiError::TooManyRequests { .. } => "too-many-requests",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -161,6 +169,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&format!("\"{current}\"")) {
                     headers.insert(header::ETAG, v);
                 }
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

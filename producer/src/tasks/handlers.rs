@@ -6,10 +6,11 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use sha2::{Digest, Sha256};
 
 use super::{
     model::{CreateTaskRequest, PatchTaskRequest, Task, TaskPage, TaskResponse},
-    service::{self, CreateOutcome, Transition, Writer},
+    service::{self, Idempotency, Transition, WriteOutcome, Writer},
     store,
     validate::{parse_list_query, Cursor},
 };
@@ -64,15 +65,28 @@ pub async fn create_task(
         user_id: user.user_id,
         ctx,
     };
-    match service::create(&state, &writer, &body, key.as_deref()).await? {
-        CreateOutcome::Created(task) => {
-            let mut resp = task_response(StatusCode::CREATED, &task);
-            if let Some(v) = location(&task.id.to_string()) {
-                resp.headers_mut().insert(header::LOCATION, v);
+    let idem = key.map(|key| Idempotency {
+        key,
+        request_hash: body.sha256.clone(),
+    });
+    let outcome = service::create(&state, &writer, &body, idem.as_ref()).await?;
+    Ok(write_response(outcome, StatusCode::CREATED, true))
+}
+
+/// The answer of a write: the task with its ETag (and `Location` for a
+/// create), or the stored answer of a replay marked `Idempotent-Replayed`.
+fn write_response(outcome: WriteOutcome, status: StatusCode, with_location: bool) -> Response {
+    match outcome {
+        WriteOutcome::Fresh(task) => {
+            let mut resp = task_response(status, &task);
+            if with_location {
+                if let Some(v) = location(&task.id.to_string()) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
             }
-            Ok(resp)
+            resp
         }
-        CreateOutcome::Replayed { status, body } => {
+        WriteOutcome::Replayed { status, body } => {
             let version = body.get("version").and_then(|v| v.as_i64());
             let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
             let mut resp = (status, Json(body)).into_response();
@@ -80,13 +94,28 @@ pub async fn create_task(
             if let Some(v) = version.and_then(etag_value) {
                 headers.insert(header::ETAG, v);
             }
-            if let Some(v) = id.as_deref().and_then(location) {
-                headers.insert(header::LOCATION, v);
+            if with_location {
+                if let Some(v) = id.as_deref().and_then(location) {
+                    headers.insert(header::LOCATION, v);
+                }
             }
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(resp)
+            resp
         }
     }
+}
+
+/// The fingerprint of a body-less transition: its method and path, so the
+/// same key on another task or action is a reuse, not a retry.
+fn transition_idempotency(
+    key: Option<String>,
+    id: uuid::Uuid,
+    action: &str,
+) -> Option<Idempotency> {
+    key.map(|key| Idempotency {
+        key,
+        request_hash: hex::encode(Sha256::digest(format!("POST /tasks/{id}/{action}"))),
+    })
 }
 
 /// Get one task.
@@ -246,14 +275,23 @@ pub async fn complete_task(
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
+    IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, ApiError> {
     let writer = Writer {
         user_id: user.user_id,
         ctx,
     };
-    let task =
-        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Complete).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let idem = transition_idempotency(key, id, "complete");
+    let outcome = service::transition(
+        &state,
+        &writer,
+        id,
+        if_match.as_ref(),
+        Transition::Complete,
+        idem.as_ref(),
+    )
+    .await?;
+    Ok(write_response(outcome, StatusCode::OK, false))
 }
 
 /// Reopen a completed task.
@@ -274,12 +312,21 @@ pub async fn reopen_task(
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
+    IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, ApiError> {
     let writer = Writer {
         user_id: user.user_id,
         ctx,
     };
-    let task =
-        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Reopen).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let idem = transition_idempotency(key, id, "reopen");
+    let outcome = service::transition(
+        &state,
+        &writer,
+        id,
+        if_match.as_ref(),
+        Transition::Reopen,
+        idem.as_ref(),
+    )
+    .await?;
+    Ok(write_response(outcome, StatusCode::OK, false))
 }
