@@ -119,7 +119,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(openapi::document())
+    Json(openapi::document().clone())
 }
 
 async fn not_found() -> ApiError {

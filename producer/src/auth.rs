@@ -188,13 +188,18 @@ pub fn validate_credentials(
     let Some(obj) = body.as_object() else {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
-    let email = match obj.get("email").and_then(|v| v.as_str()).map(str::trim) {
-        Some(e)
-            if !e.is_empty()
-                && e.chars().count() <= EMAIL_MAX_CHARS
-                && e.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-                && !e.chars().any(|c| c.is_whitespace() || c == '\0') =>
+    // The length counts what was sent (the documented maxLength), the rest
+    // applies to the trimmed address. NUL is refused: PostgreSQL text cannot
+    // hold it.
+    let email = match obj.get("email").and_then(|v| v.as_str()) {
+        Some(raw) if raw.chars().count() <= EMAIL_MAX_CHARS => raw.trim(),
+        _ => "",
+    };
+    let email = match email {
+        e if e
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            && !e.chars().any(|c| c.is_whitespace() || c == '\0') =>
         {
             e.to_owned()
         }

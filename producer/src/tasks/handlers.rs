@@ -46,11 +46,12 @@ fn location(id: &str) -> Option<HeaderValue> {
     responses(
         (status = 201, description = "Created", body = TaskResponse,
          headers(("ETag" = String, description = "\"<version>\""), ("Location" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key already used with another request, or the task it created has been deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -210,8 +211,9 @@ pub async fn list_tasks(
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Valid fields, but the task would break a rule that spans fields (e.g. removing `due_at` while a relative reminder exists)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -260,12 +262,13 @@ pub async fn delete_task(
 /// Mark a task completed.
 #[utoipa::path(
     post, path = "/tasks/{id}/complete", tag = "tasks",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header),
+           ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already completed", body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed, or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -297,12 +300,13 @@ pub async fn complete_task(
 /// Reopen a completed task.
 #[utoipa::path(
     post, path = "/tasks/{id}/reopen", tag = "tasks",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header),
+           ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already open", body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already open, or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     model::{Task, TaskResponse},
     store,
-    validate::{compute_changes, validate_create, validate_patch},
+    validate::{apply_patch, compute_changes, parse_body, validate_create, PatchError},
 };
 use crate::{
     app::AppState,
@@ -155,7 +155,7 @@ pub async fn create(
     if let Some(idem) = idempotency {
         if !claim(&mut tx, state, writer.user_id, idem).await? {
             tx.rollback().await?;
-            return replay(state, writer.user_id, idem).await;
+            return replay_create(state, writer.user_id, idem).await;
         }
         record(&mut tx, writer.user_id, idem, StatusCode::CREATED, &task).await?;
     }
@@ -168,6 +168,33 @@ pub async fn create(
     tx.commit().await?;
     state.outbox.wake();
     Ok(WriteOutcome::Fresh(Box::new(task)))
+}
+
+/// A create's replay, unless the task it created has been deleted since:
+/// answering 201 for a task that reads 404 would mislead the client, and
+/// creating again would break the key's promise, so that is a 409.
+async fn replay_create(
+    state: &AppState,
+    user_id: Uuid,
+    idem: &Idempotency,
+) -> Result<WriteOutcome, ApiError> {
+    let outcome = replay(state, user_id, idem).await?;
+    if let WriteOutcome::Replayed { body, .. } = &outcome {
+        let id = body
+            .get("id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let live = match id {
+            Some(id) => store::get_task(&state.pool, user_id, id).await?.is_some(),
+            None => false,
+        };
+        if !live {
+            return Err(ApiError::Conflict(
+                "the task created with this Idempotency-Key has since been deleted".into(),
+            ));
+        }
+    }
+    Ok(outcome)
 }
 
 async fn replay(
@@ -206,10 +233,16 @@ pub async fn update(
     if_match: Option<&IfMatch>,
     body: &JsonBody,
 ) -> Result<Task, ApiError> {
+    // The body's own validity first: garbage is a 422 whatever the task's
+    // version, and takes no row lock.
+    let patch = parse_body(&body.value, false).map_err(ApiError::Validation)?;
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
     let now = instant_after(current.updated_at);
-    let fields = validate_patch(&current.fields, &body.value, now).map_err(ApiError::Validation)?;
+    let fields = apply_patch(&current.fields, &patch, now).map_err(|e| match e {
+        PatchError::Invalid(errors) => ApiError::Validation(errors),
+        PatchError::Conflict(errors) => ApiError::FieldConflict(errors),
+    })?;
     let changes = compute_changes(&current.fields, &fields);
     if changes.is_empty() {
         tx.rollback().await?;

@@ -40,7 +40,8 @@ async fn retry_with_same_key_replays_and_creates_once() {
 
     // same key, different body: refused, nothing written
     let r3 = post_with_key(&app, &token, "key-1", r#"{"title": "different"}"#).await;
-    assert_problem(r3, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let p = assert_problem(r3, StatusCode::CONFLICT).await;
+    assert_eq!(p["type"], "urn:taskflow:problem:idempotency-key-reused");
     assert_eq!(app.task_count().await, 1);
     assert_eq!(app.outbox().await.len(), 1);
 
@@ -192,7 +193,8 @@ async fn complete_and_reopen_honour_idempotency_keys() {
 
     // the same key on another action is a reuse, refused, nothing written
     let r = action_with_key(&app, &token, id, "reopen", "c-1").await;
-    assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let p = assert_problem(r, StatusCode::CONFLICT).await;
+    assert_eq!(p["type"], "urn:taskflow:problem:idempotency-key-reused");
     assert_eq!(app.outbox().await.len(), 2);
 
     let r = action_with_key(&app, &token, id, "reopen", "r-1").await;

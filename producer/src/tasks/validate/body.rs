@@ -83,11 +83,48 @@ pub fn validate_patch(
     current: &TaskFields,
     body: &Value,
     now: DateTime<Utc>,
-) -> Result<TaskFields, Vec<FieldError>> {
-    let patch = parse_body(body, false)?;
+) -> Result<TaskFields, PatchError> {
+    let patch = parse_body(body, false).map_err(PatchError::Invalid)?;
+    apply_patch(current, &patch, now)
+}
+
+/// Applies a parsed patch to the current fields and checks the rules that
+/// span fields on the result.
+pub fn apply_patch(
+    current: &TaskFields,
+    patch: &FieldsPatch,
+    now: DateTime<Utc>,
+) -> Result<TaskFields, PatchError> {
     let fields = patch.apply(current);
-    check_fields(&fields, now)?;
+    check_fields(&fields, now).map_err(|errors| {
+        // A rule that does not parse is wrong whatever the task holds; a
+        // relative reminder without a due date is a valid patch meeting the
+        // task's state (e.g. removing `due_at` while such reminders exist).
+        if errors.iter().any(|e| e.field == "recurrence.rrule") {
+            PatchError::Invalid(errors)
+        } else {
+            PatchError::Conflict(errors)
+        }
+    })?;
     Ok(fields)
+}
+
+/// Why a patch was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatchError {
+    /// The body itself is invalid (422).
+    Invalid(Vec<FieldError>),
+    /// Each field is valid, but the task after the patch would break a rule
+    /// that spans fields (409).
+    Conflict(Vec<FieldError>),
+}
+
+impl PatchError {
+    pub fn errors(&self) -> &[FieldError] {
+        match self {
+            PatchError::Invalid(e) | PatchError::Conflict(e) => e,
+        }
+    }
 }
 
 /// Parses each field on its own; `require_title` is set for creation.
@@ -441,7 +478,15 @@ mod tests {
         )
         .unwrap();
         let e = validate_patch(&current, &json!({"due_at": null}), now()).unwrap_err();
-        assert_eq!(fields_of(&e), ["reminders[0].before"]);
+        assert!(matches!(e, PatchError::Conflict(_)));
+        assert_eq!(fields_of(e.errors()), ["reminders[0].before"]);
+        let e = validate_patch(
+            &current,
+            &json!({"reminders": [{"before": "-PT1M"}]}),
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, PatchError::Invalid(_)));
         assert!(validate_patch(&current, &json!({"due_at": null, "reminders": []}), now()).is_ok());
     }
 

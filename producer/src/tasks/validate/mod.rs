@@ -21,8 +21,8 @@ pub mod reminders;
 pub mod text;
 
 pub use body::{
-    check_fields, compute_changes, fields_json, parse_body, validate_create, validate_patch,
-    FieldsPatch, FIELDS,
+    apply_patch, check_fields, compute_changes, fields_json, parse_body, validate_create,
+    validate_patch, FieldsPatch, PatchError, FIELDS,
 };
 pub use duration::{format_iso_duration, parse_iso_duration, IsoDuration};
 pub use instant::parse_instant;

@@ -50,8 +50,8 @@ impl Rrule {
     }
 }
 
-/// An IANA time-zone name chrono-tz knows, kept as the client spelled it
-/// (trimmed).
+/// An IANA time-zone name chrono-tz knows, exactly as listed (the OpenAPI
+/// document enumerates them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     name: String,
@@ -60,7 +60,7 @@ pub struct Zone {
 
 impl Zone {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let name = s.trim();
+        let name = s;
         chrono_tz::Tz::from_str(name)
             .map(|tz| Self {
                 name: name.to_owned(),
@@ -166,7 +166,13 @@ pub fn check_rrule(
     if upper.contains("FREQ=SECONDLY") || upper.contains("FREQ=MINUTELY") {
         return Err("recurrences more frequent than hourly are not supported".to_owned());
     }
-    let local = due_at.unwrap_or(now).with_timezone(&zone);
+    // Clamped so the DTSTART line stays a four-digit year in any zone: the
+    // rule's syntax is what is checked, and an extreme due date must not
+    // make a valid rule fail.
+    let anchor = due_at
+        .unwrap_or(now)
+        .clamp(anchor_bound(1, 1, 2), anchor_bound(9999, 12, 30));
+    let local = anchor.with_timezone(&zone);
     let stamp = local.format("%Y%m%dT%H%M%S");
     let dtstart = if zone == chrono_tz::UTC {
         format!("DTSTART:{stamp}Z")
@@ -177,6 +183,13 @@ pub fn check_rrule(
         .parse::<rrule::RRuleSet>()
         .map(|_| ())
         .map_err(|e| format!("invalid RRULE: {e}"))
+}
+
+fn anchor_bound(year: i32, month: u32, day: u32) -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -221,9 +234,10 @@ mod tests {
     #[test]
     fn zones() {
         assert_eq!(
-            Zone::parse(" Europe/Berlin ").unwrap().name(),
+            Zone::parse("Europe/Berlin").unwrap().name(),
             "Europe/Berlin"
         );
+        assert!(Zone::parse(" Europe/Berlin").is_err());
         assert!(Zone::parse("Mars/Olympus").is_err());
         assert!(Zone::parse("UTC\0").is_err());
     }
@@ -234,6 +248,30 @@ mod tests {
         assert!(check_rrule("FREQ=MINUTELY", "UTC", None, now()).is_err());
         assert!(check_rrule("FREQ=FORTNIGHTLY", "UTC", None, now()).is_err());
         assert!(check_rrule("FREQ=DAILY;BYHOUR=25", "UTC", None, now()).is_err());
+    }
+
+    #[test]
+    fn extreme_due_dates_do_not_invalidate_a_rule() {
+        let rfc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        for due in [
+            "0001-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59-23:59",
+            "1970-01-01T00:00:00Z",
+        ] {
+            for tz in ["UTC", "Pacific/Kiritimati", "America/Adak", "Europe/Berlin"] {
+                for rule in [
+                    "FREQ=HOURLY;INTERVAL=999;COUNT=999;BYDAY=MO,TU,WE,TH,FR,SA,SU",
+                    "FREQ=YEARLY;BYDAY=SU",
+                    "FREQ=MONTHLY;COUNT=1",
+                ] {
+                    assert!(
+                        check_rrule(rule, tz, Some(rfc(due)), now()).is_ok(),
+                        "{rule} {tz} {due}: {:?}",
+                        check_rrule(rule, tz, Some(rfc(due)), now())
+                    );
+                }
+            }
+        }
     }
 
     #[test]
