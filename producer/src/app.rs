@@ -8,10 +8,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::DefaultBodyLimit,
+    http::header,
     middleware,
     response::IntoResponse,
     routing::{get, post},
-    Json, Router,
+    Router,
 };
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use taskflow_infra::outbox::OutboxWaker;
@@ -119,7 +120,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(openapi::document().clone())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(),
+    )
 }
 
 async fn not_found() -> ApiError {

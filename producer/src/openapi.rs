@@ -96,6 +96,12 @@ pub fn document() -> &'static Value {
     })
 }
 
+/// The document serialised once, as served at `/openapi.json`.
+pub fn document_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_string())
+}
+
 /// Rust's whitespace (`char::is_whitespace`), as a character-class body.
 pub const WS: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
