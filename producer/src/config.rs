@@ -229,7 +229,13 @@ fn jwt_secret_from_env() -> Result<JwtSecret, SettingsError> {
     let inline = std::env::var("TASKFLOW_JWT_SECRET")
         .ok()
         .filter(|s| !s.is_empty());
-    let path = env_opt::<String>("TASKFLOW_JWT_SECRET_FILE")?;
+    jwt_secret_from(inline, env_opt::<String>("TASKFLOW_JWT_SECRET_FILE")?)
+}
+
+fn jwt_secret_from(
+    inline: Option<String>,
+    path: Option<String>,
+) -> Result<JwtSecret, SettingsError> {
     match (inline, path) {
         (Some(_), Some(_)) => Err(SettingsError::TwoJwtSecrets),
         (Some(s), None) => Ok(JwtSecret::new(s)),
@@ -256,6 +262,28 @@ mod tests {
     fn secret_is_redacted_in_debug() {
         let s = JwtSecret::new("hunter2-hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_from_a_file_drops_one_trailing_newline() {
+        let path = std::env::temp_dir().join(format!("jwt-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, format!("{}\n", "s".repeat(40))).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        let secret = jwt_secret_from(None, Some(p.clone())).unwrap();
+        assert_eq!(secret.as_bytes(), "s".repeat(40).as_bytes());
+        assert!(matches!(
+            jwt_secret_from(Some("x".into()), Some(p)),
+            Err(SettingsError::TwoJwtSecrets)
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            jwt_secret_from(None, None),
+            Err(SettingsError::MissingJwtSecret)
+        ));
+        assert!(matches!(
+            jwt_secret_from(None, Some("/nonexistent/taskflow-secret".into())),
+            Err(SettingsError::JwtSecretFile { .. })
+        ));
     }
 
     #[test]
