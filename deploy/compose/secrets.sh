@@ -7,6 +7,7 @@
 #   service-password   root (db-roles): the password db-roles sets on taskflow_service
 #   api.pgpass         uid 10001 (the Taskflow image): owner (migrations) + taskflow_service
 #   service.pgpass     uid 10001: taskflow_service only (the workers)
+#   jwt-secret         uid 10001: the API's JWT signing secret (TASKFLOW_JWT_SECRET_FILE)
 # Passwords are hex, so they need no escaping in a URL or a pgpass line.
 set -eu
 DIR="${DIR:-/run/taskflow-secrets}"
@@ -22,6 +23,11 @@ if [ ! -s "$DIR/service-password" ]; then
   new_password > "$DIR/service-password"
   echo "generated the taskflow_service password"
 fi
+if [ ! -s "$DIR/jwt-secret" ]; then
+  # 48 random bytes as hex: the API refuses a secret under 32 bytes.
+  od -An -tx1 -N48 /dev/urandom | tr -d ' \n' > "$DIR/jwt-secret"
+  echo "generated the API's JWT signing secret"
+fi
 owner="$(cat "$DIR/postgres-password")"
 service="$(cat "$DIR/service-password")"
 printf 'postgres:5432:*:postgres:%s\n' "$owner" > "$DIR/owner.pgpass"
@@ -29,6 +35,6 @@ printf 'postgres:5432:*:taskflow_service:%s\n' "$service" > "$DIR/service.pgpass
 cat "$DIR/owner.pgpass" "$DIR/service.pgpass" > "$DIR/api.pgpass"
 
 chown 999:999 "$DIR/postgres-password"
-chown 10001:10001 "$DIR/api.pgpass" "$DIR/service.pgpass"
+chown 10001:10001 "$DIR/api.pgpass" "$DIR/service.pgpass" "$DIR/jwt-secret"
 chmod 600 "$DIR"/*
 chmod 755 "$DIR"

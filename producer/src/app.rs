@@ -4,14 +4,15 @@
 //! binding the port) before serving, so a caller learns the real port (tests
 //! bind port 0) and gets errors before the first request.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::DefaultBodyLimit,
+    http::header,
     middleware,
     response::IntoResponse,
     routing::{get, post},
-    Json, Router,
+    Router,
 };
 use sqlx::PgPool;
 use taskflow_infra::outbox::OutboxWaker;
@@ -22,12 +23,13 @@ use tower_http::trace::TraceLayer;
 use crate::{
     audit,
     auth::{self, JwtKeys, SharedJwt},
-    config::Settings,
+    config::{Settings, SettingsError},
     extract::MAX_BODY_BYTES,
     metrics::{self, HttpMetrics},
-    openapi,
+    middleware as mw, openapi,
     problem::ApiError,
-    tasks::handlers,
+    ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
+    tasks::{handlers, store::purge_expired_idempotency_keys},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -56,13 +60,20 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// Woken after every commit that wrote outbox rows.
     pub outbox: OutboxWaker,
+    pub auth_limiter: SharedAuthRateLimiter,
+    /// See [`crate::ratelimit::client_ip`].
+    pub trusted_proxy_hops: usize,
+    /// An `Idempotency-Key` older than this is treated as new.
+    pub idempotency_ttl: Duration,
+    /// Budget of one request (see [`crate::middleware::timeout`]).
+    pub request_timeout: Duration,
 }
 
 /// The migrations shared by every Taskflow binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-pub fn router(state: AppState) -> Router {
-    let metrics = state.metrics.clone();
+/// The API's routes, without middleware or state.
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/signup", post(auth::signup))
         .route("/auth/login", post(auth::login))
@@ -81,16 +92,36 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}/history", get(audit::handlers::task_history))
         .route("/audit", get(audit::handlers::list_audit))
         .route("/openapi.json", get(openapi_json))
+}
+
+/// `routes` under the production middleware (outermost first): tracing,
+/// metrics, panic catching, the request timeout, the body limit; plus the
+/// problem+json fallbacks for unknown paths and methods.
+pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.request_timeout,
+            mw::timeout,
+        ))
+        .layer(mw::catch_panic(metrics.clone()))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+pub fn router(state: AppState) -> Router {
+    layered(routes(), state)
+}
+
 async fn openapi_json() -> impl IntoResponse {
-    Json(openapi::document())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -107,6 +138,7 @@ pub struct Application {
     pool: PgPool,
     outbox: OutboxWaker,
     router: Router,
+    idempotency_ttl: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -120,14 +152,35 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Connects the pool, runs the migrations, registers the HTTP metrics in
     /// `registry` and binds the HTTP listener.
+    ///
+    /// Fails without a JWT secret of at least 32 bytes: a per-process random
+    /// secret would make tokens fail across replicas and restarts.
     pub async fn build(settings: Settings, registry: prometheus::Registry) -> anyhow::Result<Self> {
-        Ok(Self::try_build(settings, &registry).await?)
+        Ok(Self::try_build(settings, &registry, routes()).await?)
+    }
+
+    /// [`Application::build`] serving `routes` (e.g. [`routes`] plus extra
+    /// ones) under the production middleware.
+    pub async fn build_with_routes(
+        settings: Settings,
+        registry: prometheus::Registry,
+        routes: Router<AppState>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::try_build(settings, &registry, routes).await?)
     }
 
     async fn try_build(
         settings: Settings,
         registry: &prometheus::Registry,
+        routes: Router<AppState>,
     ) -> Result<Self, AppError> {
+        // Checked before anything connects, so a misconfigured replica fails
+        // at once with the reason.
+        let secret = settings
+            .jwt_secret
+            .clone()
+            .ok_or(SettingsError::MissingJwtSecret)?;
+        secret.check()?;
         // Migrations as the owner, then a pool as the service role (least privilege).
         let database = taskflow_infra::db::DatabaseSettings {
             url: settings.database_url.clone(),
@@ -137,27 +190,19 @@ impl Application {
         };
         let pool = taskflow_infra::db::connect(&database, &MIGRATOR).await?;
 
-        let secret = match settings.jwt_secret {
-            Some(s) => s,
-            None => {
-                tracing::warn!(
-                    "TASKFLOW_JWT_SECRET is not set: using a random secret; \
-                     tokens die with this process and do not work across replicas"
-                );
-                JwtKeys::random_secret()
-            }
-        };
-        if secret.as_bytes().len() < 32 {
-            tracing::warn!(
-                "TASKFLOW_JWT_SECRET is shorter than 32 bytes; use a longer random value"
-            );
-        }
         let state = AppState {
             pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&secret, settings.jwt_ttl_secs)),
             topic: Arc::from(settings.topic_task_events.as_str()),
             metrics: HttpMetrics::register(registry)?,
             outbox: OutboxWaker::new(pool.clone()),
+            auth_limiter: Arc::new(AuthRateLimiter::new(
+                settings.auth_rate_per_ip,
+                settings.auth_rate_per_account,
+            )),
+            trusted_proxy_hops: settings.trusted_proxy_hops,
+            idempotency_ttl: settings.idempotency_ttl,
+            request_timeout: settings.request_timeout,
         };
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -178,7 +223,8 @@ impl Application {
             port,
             pool,
             outbox: state.outbox.clone(),
-            router: router(state),
+            idempotency_ttl: settings.idempotency_ttl,
+            router: layered(routes, state),
         })
     }
 
@@ -198,12 +244,50 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and lets
-    /// in-flight requests finish.
+    /// in-flight requests finish. Handlers see the peer address
+    /// (`ConnectInfo`), which the auth rate limits key on. Expired
+    /// idempotency keys are purged in the background meanwhile.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .map_err(AppError::Serve)?;
+        let stop_purge = shutdown.child_token();
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.pool.clone(),
+            self.idempotency_ttl,
+            stop_purge.clone(),
+        ));
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
+        .await
+        .map_err(AppError::Serve);
+        stop_purge.cancel();
+        let _ = purge.await;
+        served?;
         Ok(())
+    }
+}
+
+/// Deletes expired idempotency keys every `min(ttl, 1 h)` until `shutdown`.
+/// An expired key is already treated as new when reused; this only keeps the
+/// table from growing forever. Failures are logged and retried next round.
+async fn purge_idempotency_keys(pool: PgPool, ttl: Duration, shutdown: CancellationToken) {
+    let period = ttl.min(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match purge_expired_idempotency_keys(&pool, ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency keys"),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Accounts and bearer tokens.
 //!
-//! Passwords are hashed with Argon2id (default parameters, on the blocking
-//! pool: hashing is deliberately slow). Access tokens are HS256 JWTs whose
+//! Passwords are hashed and verified with Argon2id (default parameters) on
+//! the blocking pool: hashing is deliberately slow and must not stall the
+//! async workers. Signup and login are rate-limited per client address and
+//! per email ([`crate::ratelimit`]). Access tokens are HS256 JWTs whose
 //! `sub` is the user id. Validation pins the algorithm list to HS256, so a
 //! token claiming `alg: none` or an asymmetric algorithm is refused before any
 //! signature logic runs, and requires `exp` and `sub`.
@@ -29,6 +31,7 @@ use crate::{
     config::JwtSecret,
     extract::JsonBody,
     problem::{ApiError, FieldError, Problem},
+    ratelimit::ClientIp,
 };
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
@@ -90,14 +93,6 @@ impl JwtKeys {
             validation,
             ttl_secs,
         }
-    }
-
-    /// A random 256-bit secret, for when none is configured.
-    pub fn random_secret() -> JwtSecret {
-        use rand::RngCore;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        JwtSecret::new(bytes.to_vec())
     }
 
     pub fn ttl_secs(&self) -> u64 {
@@ -193,13 +188,18 @@ pub fn validate_credentials(
     let Some(obj) = body.as_object() else {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
-    let email = match obj.get("email").and_then(|v| v.as_str()).map(str::trim) {
-        Some(e)
-            if !e.is_empty()
-                && e.chars().count() <= EMAIL_MAX_CHARS
-                && e.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-                && !e.chars().any(char::is_whitespace) =>
+    // The length counts what was sent (the documented maxLength), the rest
+    // applies to the trimmed address. NUL is refused: PostgreSQL text cannot
+    // hold it.
+    let email = match obj.get("email").and_then(|v| v.as_str()) {
+        Some(raw) if raw.chars().count() <= EMAIL_MAX_CHARS => raw.trim(),
+        _ => "",
+    };
+    let email = match email {
+        e if e
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            && !e.chars().any(|c| c.is_whitespace() || c == '\0') =>
         {
             e.to_owned()
         }
@@ -242,7 +242,8 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
 }
 
 /// A hash of a random password, verified against when the email is unknown so
-/// that "no such user" and "wrong password" take the same time.
+/// that "no such user" and "wrong password" take the same time. Computed on
+/// first use, which is on the blocking pool (see [`verify_password`]).
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
@@ -254,14 +255,19 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
+/// Verifies on the blocking pool; `hash` `None` (unknown email) verifies
+/// against [`dummy_hash`] and is always false.
+async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
-        Argon2::default()
+        let ok = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+            .is_ok();
+        ok && known
     })
     .await
     .map_err(|e| ApiError::Internal(format!("verification task panicked: {e}")))
@@ -314,9 +320,12 @@ async fn find_user_by_email<'e>(
 )]
 pub async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
+    state.auth_limiter.check_ip(ip)?;
     let creds = validate_credentials(&body.value, true).map_err(ApiError::Validation)?;
+    state.auth_limiter.check_account(&creds.email)?;
     let hash = hash_password(creds.password).await?;
     let id = Uuid::now_v7();
     if !insert_user(&state.pool, id, &creds.email, &hash).await? {
@@ -346,13 +355,16 @@ pub async fn signup(
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     body: JsonBody,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.auth_limiter.check_ip(ip)?;
     let creds = validate_credentials(&body.value, false).map_err(ApiError::Validation)?;
+    state.auth_limiter.check_account(&creds.email)?;
     let user = find_user_by_email(&state.pool, &creds.email).await?;
     let (user_id, hash) = match user {
-        Some(u) => (Some(u.id), u.password_hash),
-        None => (None, dummy_hash().to_owned()),
+        Some(u) => (Some(u.id), Some(u.password_hash)),
+        None => (None, None),
     };
     let ok = verify_password(creds.password, hash).await?;
     let user_id = match (ok, user_id) {

@@ -8,11 +8,17 @@
 //! | `TASKFLOW_DATABASE_MIGRATION_URL` | unset | owner URL the migrations run over at start-up; unset: over `TASKFLOW_DATABASE_URL` (see `taskflow_infra::db`) |
 //! | `TASKFLOW_DATABASE_MIGRATE` | `true` | `false`: apply no migrations at start-up |
 //! | `TASKFLOW_DATABASE_MAX_CONNECTIONS` | `10` | size of the connection pool |
-//! | `TASKFLOW_JWT_SECRET` | none (random per process, with a warning) | HS256 signing secret for access tokens; set it in every real deployment, or tokens die with the process and do not work across replicas |
+//! | `TASKFLOW_JWT_SECRET` | none: required (or `_FILE`) | HS256 signing secret for access tokens, at least 32 bytes; the API refuses to start without it |
+//! | `TASKFLOW_JWT_SECRET_FILE` | none | path of a file holding the secret (one trailing newline is ignored); exclusive with `TASKFLOW_JWT_SECRET` |
 //! | `TASKFLOW_JWT_TTL_SECS` | `3600` | lifetime of an access token in seconds |
 //! | `TASKFLOW_TOPIC_TASK_EVENTS` | `taskflow.task-events` | topic the outbox rows of task events are addressed to |
+//! | `TASKFLOW_HTTP_REQUEST_TIMEOUT_MS` | `30000` | a request not answered in this time gets a problem+json 503 |
+//! | `TASKFLOW_AUTH_RATE_PER_IP` | `30` | signup + login requests per minute per client address (also the burst) |
+//! | `TASKFLOW_AUTH_RATE_PER_ACCOUNT` | `10` | signup + login requests per minute per email address (also the burst) |
+//! | `TASKFLOW_TRUSTED_PROXY_HOPS` | `0` | reverse proxies in front of the API; with N > 0 the client address is the N-th `X-Forwarded-For` entry from the right, with 0 the header is ignored |
+//! | `TASKFLOW_IDEMPOTENCY_TTL_SECS` | `86400` | an `Idempotency-Key` older than this is treated as new; expired keys are purged |
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use taskflow_infra::config::{env_opt, env_or, ConfigError};
 
@@ -26,6 +32,16 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/taskf
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
 /// Default `TASKFLOW_JWT_TTL_SECS`.
 pub const DEFAULT_JWT_TTL_SECS: u64 = 3600;
+/// Shortest accepted JWT secret (HS256 wants at least its 256-bit output).
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+/// Default `TASKFLOW_HTTP_REQUEST_TIMEOUT_MS`.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default `TASKFLOW_AUTH_RATE_PER_IP`.
+pub const DEFAULT_AUTH_RATE_PER_IP: u32 = 30;
+/// Default `TASKFLOW_AUTH_RATE_PER_ACCOUNT`.
+pub const DEFAULT_AUTH_RATE_PER_ACCOUNT: u32 = 10;
+/// Default `TASKFLOW_IDEMPOTENCY_TTL_SECS`: 24 hours.
+pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -35,6 +51,21 @@ pub enum SettingsError {
     OutOfRange {
         name: &'static str,
         reason: &'static str,
+    },
+    #[error(
+        "no JWT secret: set TASKFLOW_JWT_SECRET or TASKFLOW_JWT_SECRET_FILE \
+         (at least {JWT_SECRET_MIN_BYTES} random bytes, the same on every replica)"
+    )]
+    MissingJwtSecret,
+    #[error("the JWT secret is {len} bytes; at least {JWT_SECRET_MIN_BYTES} are required")]
+    ShortJwtSecret { len: usize },
+    #[error("set only one of TASKFLOW_JWT_SECRET and TASKFLOW_JWT_SECRET_FILE")]
+    TwoJwtSecrets,
+    #[error("reading TASKFLOW_JWT_SECRET_FILE {path}: {source}")]
+    JwtSecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -50,6 +81,15 @@ impl JwtSecret {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// Refuses a secret shorter than [`JWT_SECRET_MIN_BYTES`].
+    pub fn check(&self) -> Result<(), SettingsError> {
+        if self.0.len() < JWT_SECRET_MIN_BYTES {
+            Err(SettingsError::ShortJwtSecret { len: self.0.len() })
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -68,10 +108,19 @@ pub struct Settings {
     pub database_migration_url: Option<String>,
     pub database_migrate: bool,
     pub database_max_connections: u32,
-    /// `None` means: generate a random secret at startup (and warn).
+    /// Required: [`crate::Application::build`] refuses `None` and secrets
+    /// shorter than [`JWT_SECRET_MIN_BYTES`].
     pub jwt_secret: Option<JwtSecret>,
     pub jwt_ttl_secs: u64,
     pub topic_task_events: String,
+    pub request_timeout: Duration,
+    /// Signup + login requests per minute per client address.
+    pub auth_rate_per_ip: NonZeroU32,
+    /// Signup + login requests per minute per email address.
+    pub auth_rate_per_account: NonZeroU32,
+    /// Reverse proxies in front of the API whose `X-Forwarded-For` is trusted.
+    pub trusted_proxy_hops: usize,
+    pub idempotency_ttl: Duration,
 }
 
 impl Settings {
@@ -88,6 +137,12 @@ impl Settings {
             jwt_secret: None,
             jwt_ttl_secs: DEFAULT_JWT_TTL_SECS,
             topic_task_events: taskflow_schemas::topics::TASK_EVENTS.to_owned(),
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+            auth_rate_per_ip: NonZeroU32::new(DEFAULT_AUTH_RATE_PER_IP).unwrap_or(NonZeroU32::MIN),
+            auth_rate_per_account: NonZeroU32::new(DEFAULT_AUTH_RATE_PER_ACCOUNT)
+                .unwrap_or(NonZeroU32::MIN),
+            trusted_proxy_hops: 0,
+            idempotency_ttl: Duration::from_secs(DEFAULT_IDEMPOTENCY_TTL_SECS),
         }
     }
 
@@ -124,11 +179,34 @@ impl Settings {
                 reason: "at least 1",
             });
         }
-        // Read raw, not trimmed-and-parsed: a secret is bytes, whitespace included.
-        let jwt_secret = std::env::var("TASKFLOW_JWT_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .map(JwtSecret::new);
+        let jwt_secret = jwt_secret_from_env()?;
+        jwt_secret.check()?;
+        let request_timeout_ms = env_or(
+            "TASKFLOW_HTTP_REQUEST_TIMEOUT_MS",
+            DEFAULT_REQUEST_TIMEOUT_MS,
+        )?;
+        if request_timeout_ms == 0 {
+            return Err(SettingsError::OutOfRange {
+                name: "TASKFLOW_HTTP_REQUEST_TIMEOUT_MS",
+                reason: "at least 1",
+            });
+        }
+        let idempotency_ttl_secs = env_or(
+            "TASKFLOW_IDEMPOTENCY_TTL_SECS",
+            DEFAULT_IDEMPOTENCY_TTL_SECS,
+        )?;
+        if idempotency_ttl_secs == 0 {
+            return Err(SettingsError::OutOfRange {
+                name: "TASKFLOW_IDEMPOTENCY_TTL_SECS",
+                reason: "at least 1",
+            });
+        }
+        let rate = |name: &'static str, default: u32| -> Result<NonZeroU32, SettingsError> {
+            NonZeroU32::new(env_or(name, default)?).ok_or(SettingsError::OutOfRange {
+                name,
+                reason: "at least 1",
+            })
+        };
         Ok(Self {
             http_addr: env_or("TASKFLOW_HTTP_ADDR", default_http)?,
             admin_addr: env_or("TASKFLOW_ADMIN_ADDR", default_admin)?,
@@ -136,11 +214,52 @@ impl Settings {
             database_migration_url: env_opt("TASKFLOW_DATABASE_MIGRATION_URL")?,
             database_migrate: env_or("TASKFLOW_DATABASE_MIGRATE", true)?,
             database_max_connections,
-            jwt_secret,
             jwt_ttl_secs,
+            jwt_secret: Some(jwt_secret),
             topic_task_events: env_opt::<String>("TASKFLOW_TOPIC_TASK_EVENTS")?
                 .unwrap_or_else(|| taskflow_schemas::topics::TASK_EVENTS.to_owned()),
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            auth_rate_per_ip: rate("TASKFLOW_AUTH_RATE_PER_IP", DEFAULT_AUTH_RATE_PER_IP)?,
+            auth_rate_per_account: rate(
+                "TASKFLOW_AUTH_RATE_PER_ACCOUNT",
+                DEFAULT_AUTH_RATE_PER_ACCOUNT,
+            )?,
+            trusted_proxy_hops: env_or("TASKFLOW_TRUSTED_PROXY_HOPS", 0)?,
+            idempotency_ttl: Duration::from_secs(idempotency_ttl_secs),
         })
+    }
+}
+
+/// The secret from `TASKFLOW_JWT_SECRET` or the file `TASKFLOW_JWT_SECRET_FILE`
+/// names (a mounted Kubernetes/compose secret). Read raw, not trimmed: a
+/// secret is bytes; only the one newline a file conventionally ends with is
+/// dropped.
+fn jwt_secret_from_env() -> Result<JwtSecret, SettingsError> {
+    let inline = std::env::var("TASKFLOW_JWT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    jwt_secret_from(inline, env_opt::<String>("TASKFLOW_JWT_SECRET_FILE")?)
+}
+
+fn jwt_secret_from(
+    inline: Option<String>,
+    path: Option<String>,
+) -> Result<JwtSecret, SettingsError> {
+    match (inline, path) {
+        (Some(_), Some(_)) => Err(SettingsError::TwoJwtSecrets),
+        (Some(s), None) => Ok(JwtSecret::new(s)),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(&path)
+                .map_err(|source| SettingsError::JwtSecretFile { path, source })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            Ok(JwtSecret::new(bytes))
+        }
+        (None, None) => Err(SettingsError::MissingJwtSecret),
     }
 }
 
@@ -152,6 +271,37 @@ mod tests {
     fn secret_is_redacted_in_debug() {
         let s = JwtSecret::new("hunter2-hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_from_a_file_drops_one_trailing_newline() {
+        let path = std::env::temp_dir().join(format!("jwt-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, format!("{}\n", "s".repeat(40))).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        let secret = jwt_secret_from(None, Some(p.clone())).unwrap();
+        assert_eq!(secret.as_bytes(), "s".repeat(40).as_bytes());
+        assert!(matches!(
+            jwt_secret_from(Some("x".into()), Some(p)),
+            Err(SettingsError::TwoJwtSecrets)
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            jwt_secret_from(None, None),
+            Err(SettingsError::MissingJwtSecret)
+        ));
+        assert!(matches!(
+            jwt_secret_from(None, Some("/nonexistent/taskflow-secret".into())),
+            Err(SettingsError::JwtSecretFile { .. })
+        ));
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert!(matches!(
+            JwtSecret::new("x".repeat(31)).check(),
+            Err(SettingsError::ShortJwtSecret { len: 31 })
+        ));
+        assert!(JwtSecret::new("x".repeat(32)).check().is_ok());
     }
 
     #[test]

@@ -138,6 +138,11 @@ pub fn parse_if_match(raw: &str) -> Result<IfMatch, String> {
                 .ok_or_else(|| format!("unterminated entity tag {part:?}"))?,
             None => part,
         };
+        // Digits only (no sign), at most 18: the grammar the OpenAPI
+        // document gives, and always an i64.
+        if inner.is_empty() || inner.len() > 18 || !inner.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{part:?} is not a task version"));
+        }
         let v: i64 = inner
             .parse()
             .map_err(|_| format!("{part:?} is not a task version"))?;
@@ -258,6 +263,9 @@ mod tests {
         assert!(parse_if_match("abc").is_err());
         assert!(parse_if_match("").is_err());
         assert!(parse_if_match("\"1\",").is_err());
+        assert!(parse_if_match("-3").is_err());
+        assert!(parse_if_match("+3").is_err());
+        assert!(parse_if_match(&"9".repeat(19)).is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! lifecycle; [`auth`] signup/login/JWT; [`tasks`] model, validation, store,
 //! write flows and handlers; [`audit`] task history and activity feed read
 //! from the audit log; [`extract`] problem-returning extractors;
-//! [`problem`] problem+json errors; [`openapi`]; [`metrics`].
+//! [`problem`] problem+json errors; [`openapi`]; [`metrics`]; [`middleware`]
+//! (panic catching, timeout); [`ratelimit`] signup/login limits.
 
 pub mod app;
 pub mod audit;
@@ -14,8 +15,10 @@ pub mod auth;
 pub mod config;
 pub mod extract;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod tasks;
 
 pub use app::{router, AppState, Application};

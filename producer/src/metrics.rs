@@ -3,7 +3,8 @@
 //!
 //! Labels are bounded: `route` is the matched route template (`/tasks/{id}`,
 //! never an id) or `unmatched`; `method` is one of the standard methods or
-//! `other`; `status` is the numeric code.
+//! `other`; `status` is the numeric code. `taskflow_http_panics_total` has no
+//! labels: a panic is a bug to find in the logs, the counter is for alerting.
 
 use std::time::Instant;
 
@@ -13,12 +14,13 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    panics: IntCounter,
 }
 
 impl std::fmt::Debug for HttpMetrics {
@@ -46,9 +48,22 @@ impl HttpMetrics {
             ]),
             &["route", "method"],
         )?;
+        let panics = IntCounter::new(
+            "taskflow_http_panics_total",
+            "Requests whose handler panicked (answered with a problem+json 500)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        registry.register(Box::new(panics.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            panics,
+        })
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.inc();
     }
 }
 

@@ -1,11 +1,36 @@
 //! The OpenAPI 3.1 document served at `GET /openapi.json`.
+//!
+//! It must be exact: a generated client or a fuzzer (`scripts/fuzz-api`
+//! runs schemathesis against it in CI) trusts every status, bound and
+//! pattern. utoipa derives the paths, the route-specific responses and the
+//! response schemas from the handlers' annotations; [`refine`] then adds
+//! what utoipa cannot express, in one place:
+//!
+//! * the request-body schemas, written as JSON Schema: exact patterns
+//!   (no NUL, not blank, RFC 5545 subset, ISO-8601 durations, email),
+//!   `additionalProperties: false` where the server refuses unknown fields,
+//!   and the rule that a relative reminder needs `due_at` (`anyOf`);
+//! * parameter schemas by name (bounds, formats, enums, entity tags);
+//! * the responses every operation of a kind can give: 500 and 503
+//!   everywhere, 401 on protected routes, 400/413/415/422 with a JSON
+//!   body, 400 with a parsed header, 400/422 with a query string.
+//!
+//! Patterns use an explicit whitespace class ([`WS`], Rust's
+//! `char::is_whitespace`) rather than `\s`, whose meaning differs between
+//! regex engines, so "not blank" means exactly what the server trims.
 
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
 use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     Modify, OpenApi,
 };
 
-use crate::{audit, auth, problem, tasks};
+use crate::{
+    audit, auth, extract, problem,
+    tasks::{self, validate},
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,7 +51,6 @@ use crate::{audit, auth, problem, tasks};
     components(schemas(
         problem::Problem,
         problem::FieldError,
-        auth::Credentials,
         auth::UserResponse,
         auth::TokenResponse,
         tasks::model::TaskResponse,
@@ -62,6 +86,413 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        refine(&mut doc);
+        doc
+    })
+}
+
+/// The document serialised once, as served at `/openapi.json`.
+pub fn document_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_string())
+}
+
+/// Rust's whitespace (`char::is_whitespace`), as a character-class body.
+pub const WS: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+const PROBLEM: &str = "application/problem+json";
+
+fn no_nul() -> String {
+    r"^[^\x00]*$".to_owned()
+}
+
+/// At least one character that is neither whitespace nor NUL, and no NUL.
+fn non_blank() -> String {
+    format!(r"^[^\x00]*[^\x00{WS}][^\x00]*$")
+}
+
+fn email() -> String {
+    format!(r"^[{WS}]*[^{WS}@\x00]+@[^{WS}\x00]+[{WS}]*$")
+}
+
+const DAY: &str = "(?:MO|TU|WE|TH|FR|SA|SU)";
+
+/// The RFC 5545 subset the document promises (the server accepts any rule
+/// the `rrule` crate parses, at most hourly).
+fn rrule() -> String {
+    format!(
+        "^(?:RRULE:)?FREQ=(?:HOURLY|DAILY|WEEKLY|MONTHLY|YEARLY)\
+         (?:;INTERVAL=[1-9][0-9]{{0,2}})?(?:;COUNT=[1-9][0-9]{{0,2}})?\
+         (?:;BYDAY={DAY}(?:,{DAY}){{0,6}})?$"
+    )
+}
+
+/// ISO-8601 durations in weeks, days, hours, minutes and seconds. The digit
+/// counts keep every match under the server's ten-year bound.
+fn duration() -> String {
+    let (w, d) = ("[0-9]{1,2}W", "[0-9]{1,3}D");
+    let (h, m, s) = ("[0-9]{1,4}H", "[0-9]{1,5}M", "[0-9]{1,7}S");
+    let time = format!("T(?:{h}(?:{m})?(?:{s})?|{m}(?:{s})?|{s})");
+    format!("^P(?:{w}(?:{d})?(?:{time})?|{d}(?:{time})?|{time})$")
+}
+
+/// `If-Match`: `*` or a list of strong entity tags `"<version>"` (the bare
+/// version is accepted too); weak tags are refused.
+fn entity_tags() -> String {
+    let tag = r#"(?:"[0-9]{1,18}"|[0-9]{1,18})"#;
+    format!(r"^(?:\*|{tag}(?:[ \t]*,[ \t]*{tag})*)$")
+}
+
+fn date_time(nullable: bool) -> Value {
+    if nullable {
+        json!({"type": ["string", "null"], "format": "date-time"})
+    } else {
+        json!({"type": "string", "format": "date-time"})
+    }
+}
+
+fn tag_item() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": validate::TAG_MAX_CHARS, "pattern": non_blank()})
+}
+
+fn priority() -> Value {
+    json!({"type": "string", "enum": ["low", "medium", "high", "urgent"]})
+}
+
+/// The properties of a create or patch body; `title` is the only one that
+/// cannot be null.
+fn task_properties(due_at: Value, reminder: &str) -> Map<String, Value> {
+    let props = json!({
+        "title": {
+            "type": "string", "minLength": 1, "maxLength": validate::TITLE_MAX_CHARS,
+            "pattern": non_blank(),
+            "description": "At most 500 characters, not blank; stored trimmed."
+        },
+        "description": {
+            "type": ["string", "null"], "maxLength": validate::DESCRIPTION_MAX_CHARS,
+            "pattern": no_nul(),
+            "description": "`null` or a blank string clears it."
+        },
+        "due_at": due_at,
+        "priority": priority(),
+        "tags": {
+            "type": ["array", "null"], "maxItems": validate::MAX_TAGS, "items": tag_item(),
+            "description": "Trimmed and de-duplicated; `null` empties the list."
+        },
+        "recurrence": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/RecurrenceRequest"}]},
+        "reminders": {
+            "type": ["array", "null"], "maxItems": validate::MAX_REMINDERS,
+            "items": {"$ref": format!("#/components/schemas/{reminder}")},
+            "description": "Duplicates are dropped; `null` empties the list."
+        },
+    });
+    match props {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn request_schemas() -> Vec<(&'static str, Value)> {
+    let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+    let create_with_due = json!({
+        "type": "object", "additionalProperties": false, "required": ["title", "due_at"],
+        "properties": task_properties(date_time(false), "ReminderRequest"),
+    });
+    let create_without_due = json!({
+        "type": "object", "additionalProperties": false, "required": ["title"],
+        "properties": task_properties(date_time(true), "AbsoluteReminder"),
+    });
+    vec![
+        (
+            "SignupRequest",
+            json!({
+                "type": "object", "required": ["email", "password"],
+                "properties": {
+                    "email": {"type": "string", "maxLength": auth::EMAIL_MAX_CHARS, "pattern": email(),
+                              "example": "ada@example.com"},
+                    "password": {"type": "string", "minLength": auth::PASSWORD_MIN_CHARS,
+                                 "maxLength": auth::PASSWORD_MAX_CHARS},
+                },
+            }),
+        ),
+        (
+            "LoginRequest",
+            json!({
+                "type": "object", "required": ["email", "password"],
+                "properties": {
+                    "email": {"type": "string", "maxLength": auth::EMAIL_MAX_CHARS, "pattern": email(),
+                              "example": "ada@example.com"},
+                    "password": {"type": "string", "minLength": 1},
+                },
+            }),
+        ),
+        (
+            "CreateTaskRequest",
+            json!({
+                "description": "A new task. A reminder relative to the due date (`before`) needs `due_at`.",
+                "anyOf": [create_with_due, create_without_due],
+                "example": {"title": "Water the plants", "due_at": "2026-12-01T09:00:00+01:00",
+                            "priority": "high", "tags": ["home"],
+                            "recurrence": {"rrule": "FREQ=WEEKLY;BYDAY=MO", "tz": "Europe/Berlin"},
+                            "reminders": [{"before": "PT15M"}]},
+            }),
+        ),
+        (
+            "PatchTaskRequest",
+            json!({
+                "description": "Merge patch: an absent field is unchanged, `null` clears it. \
+                    A valid patch that would leave a relative reminder without `due_at` is a 409.",
+                "type": "object", "additionalProperties": false,
+                "properties": task_properties(date_time(true), "ReminderRequest"),
+            }),
+        ),
+        (
+            "RecurrenceRequest",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["rrule", "tz"],
+                "properties": {
+                    "rrule": {"type": "string", "pattern": rrule(),
+                              "description": "RFC 5545 RRULE value (an `RRULE:` prefix is accepted), at most hourly.",
+                              "example": "FREQ=WEEKLY;BYDAY=MO"},
+                    "tz": {"type": "string", "enum": zones, "example": "Europe/Berlin"},
+                    "mode": {"enum": ["from_due", "from_completion", null],
+                             "description": "Default `from_due`."},
+                },
+            }),
+        ),
+        (
+            "RelativeReminder",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["before"],
+                "properties": {"before": {"type": "string", "pattern": duration(), "example": "PT15M",
+                               "description": "ISO-8601 duration before `due_at`."}},
+            }),
+        ),
+        (
+            "AbsoluteReminder",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["at"],
+                "properties": {"at": date_time(false)},
+            }),
+        ),
+        (
+            "ReminderRequest",
+            json!({"oneOf": [
+                {"$ref": "#/components/schemas/RelativeReminder"},
+                {"$ref": "#/components/schemas/AbsoluteReminder"},
+            ]}),
+        ),
+    ]
+}
+
+/// Schema and description of a parameter, by name.
+fn parameter(name: &str) -> Option<(Value, &'static str)> {
+    let event_types: Vec<&str> = taskflow_schemas::EventType::ALL
+        .iter()
+        .map(taskflow_schemas::EventType::as_str)
+        .collect();
+    Some(match name {
+        "id" => (json!({"type": "string", "format": "uuid"}), "Task id"),
+        "If-Match" => (
+            json!({"type": "string", "pattern": entity_tags()}),
+            "Entity tag(s) of the task version the change is based on: the `ETag` of a \
+             previous answer (`\"3\"`), a comma-separated list, or `*`. Weak tags are refused. \
+             A mismatch is a 412.",
+        ),
+        "Idempotency-Key" => (
+            json!({"type": "string", "pattern": format!("^[!-~]{{1,{}}}$", extract::MAX_IDEMPOTENCY_KEY_LEN)}),
+            "A retry with the same key and request (within the key's lifetime, 24 h by \
+             default) returns the first answer and writes nothing; the key with another \
+             request is a 422.",
+        ),
+        "limit" => (
+            json!({"type": "integer", "minimum": 1, "maximum": validate::MAX_LIMIT,
+                   "default": validate::DEFAULT_LIMIT}),
+            "Page size.",
+        ),
+        "cursor" => (
+            json!({"type": "string", "pattern": format!("^[A-Za-z0-9_-]{{{}}}$", validate::page::CURSOR_CHARS)}),
+            "`next_cursor` of the previous page.",
+        ),
+        "status" => (
+            json!({"type": "string", "enum": ["open", "completed"]}),
+            "Task status.",
+        ),
+        "priority" => (priority(), "Task priority."),
+        "tag" => (
+            json!({"type": "array", "maxItems": validate::MAX_TAGS, "items": tag_item()}),
+            "Tasks carrying every one of these tags (repeat the parameter).",
+        ),
+        "q" => (
+            json!({"type": "string", "maxLength": validate::Q_MAX_CHARS, "pattern": no_nul()}),
+            "Case-insensitive substring of title or description.",
+        ),
+        "due_after" => (date_time(false), "Due strictly after this instant."),
+        "due_before" => (date_time(false), "Due strictly before this instant."),
+        "from" => (date_time(false), "Events at or after this instant."),
+        "to" => (
+            date_time(false),
+            "Events strictly before this instant (an empty range selects nothing).",
+        ),
+        "type" => (
+            json!({"type": "array", "items": {"type": "string", "enum": event_types}}),
+            "Event types to include (repeat the parameter); all when absent.",
+        ),
+        _ => return None,
+    })
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    })
+}
+
+/// Adds a problem response for `status` unless the operation documents it.
+fn ensure(responses: &mut Map<String, Value>, status: &str, description: &str) {
+    responses
+        .entry(status)
+        .or_insert_with(|| problem_response(description));
+}
+
+/// See the module docs.
+pub fn refine(doc: &mut Value) {
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in request_schemas() {
+            schemas.insert(name.to_owned(), schema);
+        }
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            refine_operation(path, method, op);
+        }
+    }
+}
+
+fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
+    let secured = op
+        .get("security")
+        .is_some_and(|s| s.as_array().is_some_and(|a| !a.is_empty()));
+    let mut has_header = false;
+    let mut has_query = false;
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params.iter_mut() {
+            let Some(p) = p.as_object_mut() else { continue };
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            match p.get("in").and_then(Value::as_str) {
+                Some("header") => has_header = true,
+                Some("query") => has_query = true,
+                _ => {}
+            }
+            if let Some((schema, description)) = parameter(&name) {
+                if schema["type"] == "array" {
+                    p.insert("style".into(), json!("form"));
+                    p.insert("explode".into(), json!(true));
+                }
+                p.insert("schema".into(), schema);
+                p.insert("description".into(), json!(description));
+            }
+        }
+    }
+    let body_schema = match (path, method) {
+        ("/auth/signup", "post") => Some("SignupRequest"),
+        ("/auth/login", "post") => Some("LoginRequest"),
+        ("/tasks", "post") => Some("CreateTaskRequest"),
+        ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
+        _ => None,
+    };
+    if let Some(name) = body_schema {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {
+                "schema": {"$ref": format!("#/components/schemas/{name}")}}}}),
+        );
+    }
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if secured {
+        ensure(
+            responses,
+            "401",
+            "Missing, malformed, expired or wrongly signed bearer token",
+        );
+        if let Some(r) = responses.get_mut("401").and_then(Value::as_object_mut) {
+            r.insert(
+                "headers".into(),
+                json!({"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}}),
+            );
+        }
+    }
+    if body_schema.is_some() {
+        ensure(responses, "400", "The body is not valid JSON");
+        ensure(responses, "413", "The body is larger than 1 MiB");
+        ensure(responses, "415", "The body is not `application/json`");
+        ensure(
+            responses,
+            "422",
+            "Invalid fields; the problem's `errors` name each one",
+        );
+    }
+    if has_header {
+        ensure(
+            responses,
+            "400",
+            "A malformed `If-Match` or `Idempotency-Key` header",
+        );
+    }
+    if has_query {
+        ensure(responses, "400", "The query string cannot be parsed");
+        ensure(
+            responses,
+            "422",
+            "Invalid query parameters; the problem's `errors` name each one",
+        );
+    }
+    if path.starts_with("/auth/") {
+        ensure(
+            responses,
+            "429",
+            "Too many signup/login requests from this address or for this account",
+        );
+        if let Some(r) = responses.get_mut("429").and_then(Value::as_object_mut) {
+            r.insert(
+                "headers".into(),
+                json!({"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                       "description": "Seconds to wait before retrying"}}),
+            );
+        }
+    }
+    ensure(
+        responses,
+        "500",
+        "An internal error (logged; never details)",
+    );
+    ensure(
+        responses,
+        "503",
+        "The request took longer than the server's request timeout",
+    );
 }

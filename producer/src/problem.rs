@@ -36,7 +36,8 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Field errors; present (and non-empty) for validation problems only.
+    /// Field errors; present (and non-empty) for validation problems (422)
+    /// and for a patch that conflicts with the task's state (409) only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
@@ -63,8 +64,14 @@ pub enum ApiError {
     PreconditionFailed { current: i64 },
     #[error("{0}")]
     Conflict(String),
-    #[error("this Idempotency-Key was already used with a different request body")]
+    #[error("the change conflicts with the task's current state")]
+    FieldConflict(Vec<FieldError>),
+    #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("the request took longer than {timeout_ms} ms and was abandoned")]
+    Timeout { timeout_ms: u128 },
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
@@ -87,9 +94,10 @@ impl From<sqlx::Error> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // The request may be valid; it conflicts with what the key is
+            // bound to, which is server state (so 409, like any conflict).
+            ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
             ApiError::BadRequest(_) | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,7 +105,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::FieldConflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,8 +123,10 @@ impl ApiError {
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::PreconditionFailed { .. } => "precondition-failed",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(_) | ApiError::FieldConflict(_) => "conflict",
             ApiError::IdempotencyKeyReused => "idempotency-key-reused",
+            ApiError::TooManyRequests { .. } => "too-many-requests",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -134,7 +146,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors: match self {
-                ApiError::Validation(errors) => errors.clone(),
+                ApiError::Validation(errors) | ApiError::FieldConflict(errors) => errors.clone(),
                 _ => Vec::new(),
             },
         }
@@ -161,6 +173,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&format!("\"{current}\"")) {
                     headers.insert(header::ETAG, v);
                 }
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -49,7 +49,11 @@ impl TestSystem {
         let metrics = prometheus::Registry::new();
         let mut settings = Settings::new(db.url.clone());
         settings.topic_task_events = topic.to_owned();
-        settings.jwt_secret = Some(JwtSecret::new(uuid::Uuid::new_v4().as_bytes().to_vec()));
+        settings.jwt_secret = Some(JwtSecret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )));
         let app = Application::build(settings, metrics.clone())
             .await
             .expect("build API");

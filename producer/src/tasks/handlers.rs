@@ -6,10 +6,11 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use sha2::{Digest, Sha256};
 
 use super::{
     model::{CreateTaskRequest, PatchTaskRequest, Task, TaskPage, TaskResponse},
-    service::{self, CreateOutcome, Transition, Writer},
+    service::{self, Idempotency, Transition, WriteOutcome, Writer},
     store,
     validate::{parse_list_query, Cursor},
 };
@@ -45,11 +46,12 @@ fn location(id: &str) -> Option<HeaderValue> {
     responses(
         (status = 201, description = "Created", body = TaskResponse,
          headers(("ETag" = String, description = "\"<version>\""), ("Location" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key already used with another request, or the task it created has been deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -64,15 +66,28 @@ pub async fn create_task(
         user_id: user.user_id,
         ctx,
     };
-    match service::create(&state, &writer, &body, key.as_deref()).await? {
-        CreateOutcome::Created(task) => {
-            let mut resp = task_response(StatusCode::CREATED, &task);
-            if let Some(v) = location(&task.id.to_string()) {
-                resp.headers_mut().insert(header::LOCATION, v);
+    let idem = key.map(|key| Idempotency {
+        key,
+        request_hash: body.sha256.clone(),
+    });
+    let outcome = service::create(&state, &writer, &body, idem.as_ref()).await?;
+    Ok(write_response(outcome, StatusCode::CREATED, true))
+}
+
+/// The answer of a write: the task with its ETag (and `Location` for a
+/// create), or the stored answer of a replay marked `Idempotent-Replayed`.
+fn write_response(outcome: WriteOutcome, status: StatusCode, with_location: bool) -> Response {
+    match outcome {
+        WriteOutcome::Fresh(task) => {
+            let mut resp = task_response(status, &task);
+            if with_location {
+                if let Some(v) = location(&task.id.to_string()) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
             }
-            Ok(resp)
+            resp
         }
-        CreateOutcome::Replayed { status, body } => {
+        WriteOutcome::Replayed { status, body } => {
             let version = body.get("version").and_then(|v| v.as_i64());
             let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
             let mut resp = (status, Json(body)).into_response();
@@ -80,13 +95,28 @@ pub async fn create_task(
             if let Some(v) = version.and_then(etag_value) {
                 headers.insert(header::ETAG, v);
             }
-            if let Some(v) = id.as_deref().and_then(location) {
-                headers.insert(header::LOCATION, v);
+            if with_location {
+                if let Some(v) = id.as_deref().and_then(location) {
+                    headers.insert(header::LOCATION, v);
+                }
             }
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(resp)
+            resp
         }
     }
+}
+
+/// The fingerprint of a body-less transition: its method and path, so the
+/// same key on another task or action is a reuse, not a retry.
+fn transition_idempotency(
+    key: Option<String>,
+    id: uuid::Uuid,
+    action: &str,
+) -> Option<Idempotency> {
+    key.map(|key| Idempotency {
+        key,
+        request_hash: hex::encode(Sha256::digest(format!("POST /tasks/{id}/{action}"))),
+    })
 }
 
 /// Get one task.
@@ -181,8 +211,9 @@ pub async fn list_tasks(
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Valid fields, but the task would break a rule that spans fields (e.g. removing `due_at` while a relative reminder exists)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -231,12 +262,13 @@ pub async fn delete_task(
 /// Mark a task completed.
 #[utoipa::path(
     post, path = "/tasks/{id}/complete", tag = "tasks",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header),
+           ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already completed", body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed, or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -246,25 +278,35 @@ pub async fn complete_task(
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
+    IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, ApiError> {
     let writer = Writer {
         user_id: user.user_id,
         ctx,
     };
-    let task =
-        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Complete).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let idem = transition_idempotency(key, id, "complete");
+    let outcome = service::transition(
+        &state,
+        &writer,
+        id,
+        if_match.as_ref(),
+        Transition::Complete,
+        idem.as_ref(),
+    )
+    .await?;
+    Ok(write_response(outcome, StatusCode::OK, false))
 }
 
 /// Reopen a completed task.
 #[utoipa::path(
     post, path = "/tasks/{id}/reopen", tag = "tasks",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header),
+           ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 200, body = TaskResponse, headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already open", body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already open, or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -274,12 +316,21 @@ pub async fn reopen_task(
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
+    IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, ApiError> {
     let writer = Writer {
         user_id: user.user_id,
         ctx,
     };
-    let task =
-        service::transition(&state, &writer, id, if_match.as_ref(), Transition::Reopen).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let idem = transition_idempotency(key, id, "reopen");
+    let outcome = service::transition(
+        &state,
+        &writer,
+        id,
+        if_match.as_ref(),
+        Transition::Reopen,
+        idem.as_ref(),
+    )
+    .await?;
+    Ok(write_response(outcome, StatusCode::OK, false))
 }

@@ -9,11 +9,13 @@ pub mod validate;
 
 use crate::problem::ApiError;
 
-impl From<store::StoreError> for ApiError {
-    fn from(e: store::StoreError) -> Self {
+impl From<store::TaskStoreError> for ApiError {
+    fn from(e: store::TaskStoreError) -> Self {
         match e {
-            store::StoreError::Sql(e) => ApiError::from(e),
-            corrupt @ store::StoreError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
+            store::TaskStoreError::Sql(e) => ApiError::from(e),
+            corrupt @ store::TaskStoreError::Corrupt { .. } => {
+                ApiError::Internal(corrupt.to_string())
+            }
         }
     }
 }

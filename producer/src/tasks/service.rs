@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     model::{Task, TaskResponse},
     store,
-    validate::{compute_changes, validate_create, validate_patch},
+    validate::{apply_patch, compute_changes, parse_body, validate_create, PatchError},
 };
 use crate::{
     app::AppState,
@@ -76,23 +76,68 @@ fn check_precondition(if_match: Option<&IfMatch>, current: i64) -> Result<(), Ap
     }
 }
 
-/// What `POST /tasks` answers.
+/// What a write that honours `Idempotency-Key` answers.
 #[derive(Debug)]
-pub enum CreateOutcome {
-    Created(Box<Task>),
-    /// A retry of an earlier request with the same Idempotency-Key and body.
+pub enum WriteOutcome {
+    /// The write happened now.
+    Fresh(Box<Task>),
+    /// A retry of an earlier request with the same Idempotency-Key: the
+    /// answer stored then, and nothing written now.
     Replayed {
         status: StatusCode,
         body: serde_json::Value,
     },
 }
 
+/// An `Idempotency-Key` and the fingerprint of the request that carries it
+/// (a retry must match it; another request reusing the key is refused).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Claims the key in `tx`; false when a live claim exists (the caller then
+/// rolls back and replays).
+async fn claim(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    user_id: Uuid,
+    idem: &Idempotency,
+) -> Result<bool, ApiError> {
+    // A concurrent retry blocks here until the first commits, then finds
+    // its stored response instead of writing a second time.
+    Ok(store::claim_idempotency_key(
+        tx,
+        user_id,
+        &idem.key,
+        &idem.request_hash,
+        state.idempotency_ttl,
+    )
+    .await?)
+}
+
+/// Stores `task` as the answer to `idem` in the write's transaction.
+async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: Uuid,
+    idem: &Idempotency,
+    status: StatusCode,
+    task: &Task,
+) -> Result<(), ApiError> {
+    let body = serde_json::to_value(TaskResponse::from(task))
+        .map_err(|e| ApiError::Internal(format!("serialising a task: {e}")))?;
+    store::record_idempotent_response(tx, user_id, &idem.key, status.as_u16() as i16, &body)
+        .await?;
+    Ok(())
+}
+
 pub async fn create(
     state: &AppState,
     writer: &Writer,
     body: &JsonBody,
-    idempotency_key: Option<&str>,
-) -> Result<CreateOutcome, ApiError> {
+    idempotency: Option<&Idempotency>,
+) -> Result<WriteOutcome, ApiError> {
     let now = now_micros();
     let fields = validate_create(&body.value, now).map_err(ApiError::Validation)?;
     let task = Task {
@@ -105,26 +150,14 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let response = serde_json::to_value(TaskResponse::from(&task))
-        .map_err(|e| ApiError::Internal(format!("serialising a task: {e}")))?;
 
     let mut tx = state.pool.begin().await?;
-    if let Some(key) = idempotency_key {
-        // Claim the key first: a concurrent retry blocks on it until we commit,
-        // then finds our stored response instead of creating a second task.
-        let claimed = store::claim_idempotency_key(
-            &mut tx,
-            writer.user_id,
-            key,
-            &body.sha256,
-            StatusCode::CREATED.as_u16() as i16,
-            &response,
-        )
-        .await?;
-        if !claimed {
+    if let Some(idem) = idempotency {
+        if !claim(&mut tx, state, writer.user_id, idem).await? {
             tx.rollback().await?;
-            return replay(state, writer.user_id, key, &body.sha256).await;
+            return replay_create(state, writer.user_id, idem).await;
         }
+        record(&mut tx, writer.user_id, idem, StatusCode::CREATED, &task).await?;
     }
     store::insert_task(&mut tx, &task).await?;
     let event = Event::TaskCreated(TaskCreated {
@@ -134,26 +167,52 @@ pub async fn create(
     enqueue(&mut tx, state, writer, &event).await?;
     tx.commit().await?;
     state.outbox.wake();
-    Ok(CreateOutcome::Created(Box::new(task)))
+    Ok(WriteOutcome::Fresh(Box::new(task)))
+}
+
+/// A create's replay, unless the task it created has been deleted since:
+/// answering 201 for a task that reads 404 would mislead the client, and
+/// creating again would break the key's promise, so that is a 409.
+async fn replay_create(
+    state: &AppState,
+    user_id: Uuid,
+    idem: &Idempotency,
+) -> Result<WriteOutcome, ApiError> {
+    let outcome = replay(state, user_id, idem).await?;
+    if let WriteOutcome::Replayed { body, .. } = &outcome {
+        let id = body
+            .get("id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let live = match id {
+            Some(id) => store::get_task(&state.pool, user_id, id).await?.is_some(),
+            None => false,
+        };
+        if !live {
+            return Err(ApiError::Conflict(
+                "the task created with this Idempotency-Key has since been deleted".into(),
+            ));
+        }
+    }
+    Ok(outcome)
 }
 
 async fn replay(
     state: &AppState,
     user_id: Uuid,
-    key: &str,
-    request_hash: &str,
-) -> Result<CreateOutcome, ApiError> {
-    let stored = store::get_idempotent_response(&state.pool, user_id, key)
+    idem: &Idempotency,
+) -> Result<WriteOutcome, ApiError> {
+    let stored = store::get_idempotent_response(&state.pool, user_id, &idem.key)
         .await?
         .ok_or_else(|| ApiError::Internal("idempotency key vanished after a conflict".into()))?;
-    if stored.request_hash != request_hash {
+    if stored.request_hash != idem.request_hash {
         return Err(ApiError::IdempotencyKeyReused);
     }
     let status = u16::try_from(stored.response_status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| ApiError::Internal("stored idempotent status is invalid".into()))?;
-    Ok(CreateOutcome::Replayed {
+    Ok(WriteOutcome::Replayed {
         status,
         body: stored.response_body.0,
     })
@@ -174,10 +233,16 @@ pub async fn update(
     if_match: Option<&IfMatch>,
     body: &JsonBody,
 ) -> Result<Task, ApiError> {
+    // The body's own validity first: garbage is a 422 whatever the task's
+    // version, and takes no row lock.
+    let patch = parse_body(&body.value, false).map_err(ApiError::Validation)?;
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
     let now = instant_after(current.updated_at);
-    let fields = validate_patch(&current.fields, &body.value, now).map_err(ApiError::Validation)?;
+    let fields = apply_patch(&current.fields, &patch, now).map_err(|e| match e {
+        PatchError::Invalid(errors) => ApiError::Validation(errors),
+        PatchError::Conflict(errors) => ApiError::FieldConflict(errors),
+    })?;
     let changes = compute_changes(&current.fields, &fields);
     if changes.is_empty() {
         tx.rollback().await?;
@@ -243,8 +308,17 @@ pub async fn transition(
     id: Uuid,
     if_match: Option<&IfMatch>,
     to: Transition,
-) -> Result<Task, ApiError> {
+    idempotency: Option<&Idempotency>,
+) -> Result<WriteOutcome, ApiError> {
     let mut tx = state.pool.begin().await?;
+    // Claimed before the row lock: a concurrent retry waits on the key and
+    // replays, instead of waiting on the row and answering 409.
+    if let Some(idem) = idempotency {
+        if !claim(&mut tx, state, writer.user_id, idem).await? {
+            tx.rollback().await?;
+            return replay(state, writer.user_id, idem).await;
+        }
+    }
     let current = lock_current(&mut tx, writer, id, if_match).await?;
     let now = instant_after(current.updated_at);
     let (status, completed_at) = match (to, current.status) {
@@ -278,9 +352,12 @@ pub async fn transition(
         }),
     };
     enqueue(&mut tx, state, writer, &event).await?;
+    if let Some(idem) = idempotency {
+        record(&mut tx, writer.user_id, idem, StatusCode::OK, &next).await?;
+    }
     tx.commit().await?;
     state.outbox.wake();
-    Ok(next)
+    Ok(WriteOutcome::Fresh(Box::new(next)))
 }
 
 /// Soft delete: the row stays (so versions stay monotonic) but reads 404.

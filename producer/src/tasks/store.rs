@@ -2,6 +2,8 @@
 //! compile-time database needed). Writes take a `&mut PgConnection` so the
 //! caller decides the transaction, and the outbox row joins the same one.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::{types::Json, FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use taskflow_schemas::{Recurrence, ReminderSpec};
@@ -9,11 +11,11 @@ use uuid::Uuid;
 
 use super::{
     model::{parse_priority, parse_status, priority_str, status_str, Task, TaskFields},
-    validate::{like_pattern, ListQuery},
+    validate::{LikePattern, ListQuery},
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum TaskStoreError {
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error("task {id} has an invalid stored {column}: {value:?}")]
@@ -46,15 +48,15 @@ struct TaskRow {
 }
 
 impl TryFrom<TaskRow> for Task {
-    type Error = StoreError;
+    type Error = TaskStoreError;
 
-    fn try_from(r: TaskRow) -> Result<Self, StoreError> {
-        let status = parse_status(&r.status).ok_or_else(|| StoreError::Corrupt {
+    fn try_from(r: TaskRow) -> Result<Self, TaskStoreError> {
+        let status = parse_status(&r.status).ok_or_else(|| TaskStoreError::Corrupt {
             id: r.id,
             column: "status",
             value: r.status.clone(),
         })?;
-        let priority = parse_priority(&r.priority).ok_or_else(|| StoreError::Corrupt {
+        let priority = parse_priority(&r.priority).ok_or_else(|| TaskStoreError::Corrupt {
             id: r.id,
             column: "priority",
             value: r.priority.clone(),
@@ -101,7 +103,7 @@ fn bind_columns<'q>(
         .bind(t.completed_at)
 }
 
-pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), StoreError> {
+pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), TaskStoreError> {
     bind_columns(
         sqlx::query(
             "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
@@ -123,7 +125,7 @@ pub async fn get_task<'e>(
     ex: impl PgExecutor<'e>,
     user_id: Uuid,
     id: Uuid,
-) -> Result<Option<Task>, StoreError> {
+) -> Result<Option<Task>, TaskStoreError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
     );
@@ -141,7 +143,7 @@ pub async fn get_task_for_update(
     conn: &mut PgConnection,
     user_id: Uuid,
     id: Uuid,
-) -> Result<Option<Task>, StoreError> {
+) -> Result<Option<Task>, TaskStoreError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks \
          WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE"
@@ -160,7 +162,7 @@ pub async fn update_task(
     conn: &mut PgConnection,
     t: &Task,
     expected_version: i64,
-) -> Result<bool, StoreError> {
+) -> Result<bool, TaskStoreError> {
     let done = bind_columns(sqlx::query(
         "UPDATE tasks SET title = $3, description = $4, status = $5, due_at = $6, priority = $7, \
          tags = $8, recurrence = $9, reminders = $10, version = $11, completed_at = $12, \
@@ -179,7 +181,7 @@ pub async fn soft_delete(
     t: &Task,
     expected_version: i64,
     deleted_at: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+) -> Result<bool, TaskStoreError> {
     let done = sqlx::query(
         "UPDATE tasks SET deleted_at = $3, version = $4, updated_at = $3 \
          WHERE id = $1 AND user_id = $2 AND version = $5 AND deleted_at IS NULL",
@@ -200,7 +202,7 @@ pub async fn list_tasks<'e>(
     ex: impl PgExecutor<'e>,
     user_id: Uuid,
     q: &ListQuery,
-) -> Result<Vec<Task>, StoreError> {
+) -> Result<Vec<Task>, TaskStoreError> {
     let mut b: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE deleted_at IS NULL AND user_id = "
     ));
@@ -221,7 +223,7 @@ pub async fn list_tasks<'e>(
         b.push(" AND due_at < ").push_bind(t);
     }
     if let Some(needle) = &q.q {
-        let pattern = like_pattern(needle);
+        let pattern = LikePattern::contains(needle).into_string();
         b.push(" AND (title ILIKE ")
             .push_bind(pattern.clone())
             .push(" ESCAPE '\\' OR description ILIKE ")
@@ -249,37 +251,63 @@ pub struct StoredResponse {
     pub response_body: Json<serde_json::Value>,
 }
 
-/// Claims `(user_id, key)` inside the caller's transaction. Returns false if
-/// the key already exists; when another transaction holds it uncommitted,
-/// PostgreSQL blocks here until that one commits (false) or aborts (true),
-/// which is what serialises two concurrent retries.
+/// Claims `(user_id, key)` inside the caller's transaction, with a
+/// placeholder answer that [`record_idempotent_response`] fills in before
+/// the commit. Returns false if a live claim exists. A claim older than
+/// `ttl` is expired: it is taken over as if the key were new. When another
+/// transaction holds the key uncommitted, PostgreSQL blocks here until that
+/// one commits (false) or aborts (true), which is what serialises two
+/// concurrent retries.
 pub async fn claim_idempotency_key(
     conn: &mut PgConnection,
     user_id: Uuid,
     key: &str,
     request_hash: &str,
-    status: i16,
-    body: &serde_json::Value,
-) -> Result<bool, StoreError> {
+    ttl: Duration,
+) -> Result<bool, TaskStoreError> {
     let done = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, response_body) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING",
+         VALUES ($1, $2, $3, 0, 'null') \
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
+             response_status = 0, response_body = 'null', created_at = now() \
+         WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)",
     )
     .bind(user_id)
     .bind(key)
     .bind(request_hash)
+    .bind(ttl.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores the answer of the request that claimed `(user_id, key)`, in the
+/// same transaction as its effect.
+pub async fn record_idempotent_response(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    key: &str,
+    status: i16,
+    body: &serde_json::Value,
+) -> Result<(), TaskStoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
+         WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
     .bind(status)
     .bind(Json(body))
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(())
 }
 
 pub async fn get_idempotent_response<'e>(
     ex: impl PgExecutor<'e>,
     user_id: Uuid,
     key: &str,
-) -> Result<Option<StoredResponse>, StoreError> {
+) -> Result<Option<StoredResponse>, TaskStoreError> {
     Ok(sqlx::query_as(
         "SELECT request_hash, response_status, response_body FROM idempotency_keys \
          WHERE user_id = $1 AND key = $2",
@@ -288,4 +316,29 @@ pub async fn get_idempotent_response<'e>(
     .bind(key)
     .fetch_optional(ex)
     .await?)
+}
+
+/// Deletes idempotency keys older than `ttl`, in batches so no statement
+/// holds many row locks; returns how many were deleted.
+pub async fn purge_expired_idempotency_keys(
+    pool: &sqlx::PgPool,
+    ttl: Duration,
+) -> Result<u64, sqlx::Error> {
+    const BATCH: i64 = 5_000;
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN ( \
+                 SELECT ctid FROM idempotency_keys \
+                 WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)",
+        )
+        .bind(ttl.as_secs_f64())
+        .bind(BATCH)
+        .execute(pool)
+        .await?;
+        total += done.rows_affected();
+        if done.rows_affected() < BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }

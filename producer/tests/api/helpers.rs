@@ -7,7 +7,7 @@ use reqwest::{header, Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use taskflow_infra::db;
-use taskflow_producer::{config::JwtSecret, Application, Settings};
+use taskflow_producer::{app::routes, config::JwtSecret, AppState, Application, Settings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -60,6 +60,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}, routes()).await
+}
+
+/// A fresh database and its URL.
+pub async fn create_database() -> (String, String) {
     init_logs();
     let admin = admin_url();
     let db_name = format!("taskflow_test_{}", Uuid::new_v4().simple());
@@ -70,11 +75,30 @@ pub async fn spawn_app() -> TestApp {
         .await
         .expect("create test database");
     conn.close().await.ok();
+    let url = with_database(&admin, &db_name);
+    (db_name, url)
+}
 
+/// Drops a database made by [`create_database`].
+pub async fn drop_database(db_name: &str) {
+    if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+        let _ = conn
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)"#).as_str())
+            .await;
+    }
+}
+
+/// Like [`spawn_app`], serving `routes` (the production middleware is
+/// applied to them), with `tweak` applied to the settings. The auth rate
+/// limits are high unless `tweak` lowers them.
+pub async fn spawn_app_with(
+    tweak: impl FnOnce(&mut Settings),
+    routes: axum::Router<AppState>,
+) -> TestApp {
+    let (db_name, owner_url) = create_database().await;
     // Least privilege as in production: migrations as the owner, the app as a
     // login member of `taskflow_app` (created once per cluster; same password
     // as the admin URL's, if any).
-    let owner_url = with_database(&admin, &db_name);
     let mut owner = PgConnection::connect(&owner_url)
         .await
         .expect("connect to the test database");
@@ -94,8 +118,11 @@ pub async fn spawn_app() -> TestApp {
     settings.jwt_secret = Some(JwtSecret::new(secret.clone()));
     settings.topic_task_events = topic.clone();
     settings.database_max_connections = 8;
+    settings.auth_rate_per_ip = std::num::NonZeroU32::new(100_000).unwrap();
+    settings.auth_rate_per_account = std::num::NonZeroU32::new(100_000).unwrap();
+    tweak(&mut settings);
     let registry = prometheus::Registry::new();
-    let app = Application::build(settings, registry.clone())
+    let app = Application::build_with_routes(settings, registry.clone(), routes)
         .await
         .expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -120,7 +147,6 @@ impl Drop for TestApp {
         // Async work cannot run in Drop: use a short-lived runtime on its own
         // thread. FORCE ends the app's pooled connections.
         let db = self.db_name.clone();
-        let admin = admin_url();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -128,13 +154,7 @@ impl Drop for TestApp {
             else {
                 return;
             };
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = conn
-                        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-                        .await;
-                }
-            });
+            rt.block_on(drop_database(&db));
         })
         .join();
     }

@@ -463,15 +463,19 @@ async fn audit_filters_by_type_and_time_and_paginates() {
     .await;
     assert_eq!(none["items"], json!([]));
     assert_eq!(none["next_cursor"], Value::Null);
+    // an empty range selects nothing; it is not an error
+    let empty = get_ok(
+        &app,
+        &token,
+        "/audit?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    )
+    .await;
+    assert_eq!(empty["items"], json!([]));
 
     for (query, fields) in [
         ("?from=2026-01-01T00:00:00", vec!["from"]),
         ("?to=2026-01-01T00:00:00", vec!["to"]),
         ("?type=TaskExploded", vec!["type"]),
-        (
-            "?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
-            vec!["to"],
-        ),
         (
             "?limit=0&cursor=garbage&user_id=x",
             vec!["limit", "cursor", "user_id"],

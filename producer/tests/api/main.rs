@@ -8,6 +8,7 @@
 
 mod auth;
 mod bad_input;
+mod hardening;
 mod helpers;
 mod history;
 mod idempotency;

@@ -84,3 +84,102 @@ async fn http_metrics_use_route_templates() {
         .iter()
         .any(|f| f.name() == "http_request_duration_seconds"));
 }
+
+/// What a generated client or a fuzzer relies on: every status a route can
+/// give, refused unknown fields, bounded parameters, entity tags, security.
+#[tokio::test]
+async fn openapi_document_is_exact_where_clients_rely_on_it() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["500", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            let public = path.starts_with("/auth/");
+            assert_eq!(
+                op["security"].is_array(),
+                !public,
+                "{method} {path} security"
+            );
+            if !public {
+                assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+            } else {
+                assert!(responses.contains_key("429"), "{method} {path} lacks 429");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["PatchTaskRequest"]["additionalProperties"], false);
+    for branch in schemas["CreateTaskRequest"]["anyOf"].as_array().unwrap() {
+        assert_eq!(branch["additionalProperties"], false);
+    }
+    assert_eq!(schemas["RecurrenceRequest"]["additionalProperties"], false);
+
+    let params = |path: &str, method: &str| -> Vec<Value> {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        params(path, method)
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))
+    };
+    for (path, method) in [("/tasks", "get"), ("/audit", "get")] {
+        let limit = param(path, method, "limit");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 200);
+    }
+    assert_eq!(
+        param("/tasks", "get", "due_after")["schema"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        param("/tasks/{id}", "get", "id")["schema"]["format"],
+        "uuid"
+    );
+    for (path, method) in [
+        ("/tasks/{id}", "patch"),
+        ("/tasks/{id}", "delete"),
+        ("/tasks/{id}/complete", "post"),
+        ("/tasks/{id}/reopen", "post"),
+    ] {
+        let if_match = param(path, method, "If-Match");
+        assert!(if_match["description"]
+            .as_str()
+            .unwrap()
+            .contains("Entity tag"));
+        assert!(if_match["schema"]["pattern"].is_string());
+    }
+    for (path, method) in [
+        ("/tasks", "post"),
+        ("/tasks/{id}/complete", "post"),
+        ("/tasks/{id}/reopen", "post"),
+    ] {
+        param(path, method, "Idempotency-Key");
+    }
+}

@@ -216,11 +216,12 @@ async fn patch_validates_the_merged_task() {
         )
         .await;
     let id = task["id"].as_str().unwrap();
-    // clearing due_at would orphan the relative reminder
+    // clearing due_at would orphan the relative reminder: a valid patch
+    // that conflicts with the task's state (409), naming the field
     let r = app
         .patch_task(&token, id, json!({"due_at": null}), None)
         .await;
-    let p = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let p = assert_problem(r, StatusCode::CONFLICT).await;
     assert_eq!(error_fields(&p), ["reminders[0].before"]);
     let r = app
         .patch_task(&token, id, json!({"status": "completed"}), None)
