@@ -52,6 +52,15 @@ async fn api_binary_serves_admin_endpoints_publishes_and_stops_on_sigterm() {
             ("TASKFLOW_HTTP_ADDR", format!("127.0.0.1:{http_port}")),
             ("TASKFLOW_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
             ("TASKFLOW_LOG_FORMAT", "json".to_owned()),
+            // Generated per run: the API refuses to start without 32+ bytes.
+            (
+                "TASKFLOW_JWT_SECRET",
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
         ],
     );
     let http = reqwest::Client::new();
