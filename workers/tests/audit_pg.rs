@@ -221,7 +221,13 @@ async fn worker_records_every_event_and_replay_reproduces_the_rows() {
     )
     .await
     .unwrap();
-    assert_eq!(report.partitions, 4);
+    // Replay reads only partitions that hold records; with random task-id keys
+    // one of the four may receive none of the 21 messages.
+    assert!(
+        (1..=4).contains(&report.partitions),
+        "partitions read: {}",
+        report.partitions
+    );
     assert_eq!(report.messages, 21);
     assert_eq!(report.inserted, 20);
     assert_eq!(report.skipped, 1);
