@@ -319,6 +319,12 @@ fn parameter(name: &str) -> Option<(Value, &'static str)> {
             json!({"type": "string", "pattern": format!("^[A-Za-z0-9_-]{{{}}}$", validate::page::CURSOR_CHARS)}),
             "`next_cursor` of the previous page.",
         ),
+        // base64url of the tag byte `A` and 16 bytes: exactly the strings
+        // `AuditCursor::decode` accepts (the last character carries two zero bits).
+        "audit_cursor" => (
+            json!({"type": "string", "pattern": "^Q[Q-Za-f][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$"}),
+            "`next_cursor` of the previous page.",
+        ),
         "status" => (
             json!({"type": "string", "enum": ["open", "completed"]}),
             "Task status.",
@@ -406,7 +412,13 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
                 Some("query") => has_query = true,
                 _ => {}
             }
-            if let Some((schema, description)) = parameter(&name) {
+            // The audit log's cursor has its own format (see `AuditCursor`).
+            let key = if path == "/audit" && name == "cursor" {
+                "audit_cursor"
+            } else {
+                name.as_str()
+            };
+            if let Some((schema, description)) = parameter(key) {
                 if schema["type"] == "array" {
                     p.insert("style".into(), json!("form"));
                     p.insert("explode".into(), json!(true));

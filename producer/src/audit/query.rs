@@ -211,6 +211,23 @@ mod tests {
         }
         .encode();
         assert_eq!(AuditCursor::decode(&task_cursor), None);
+        // The OpenAPI pattern admits exactly what decodes: a sample of
+        // pattern-shaped strings all decode, and encoded cursors match it.
+        let first = "QRSTUVWXYZabcdef";
+        let last = "AEIMQUYcgkosw048";
+        let body = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for (i, (f, l)) in first.chars().zip(last.chars()).enumerate() {
+            let mid: String = body.chars().cycle().skip(i * 7).take(20).collect();
+            let s = format!("Q{f}{mid}{l}");
+            assert!(AuditCursor::decode(&s).is_some(), "{s}");
+        }
+        let encoded = AuditCursor {
+            insert_xid: 123,
+            seq: 9,
+        }
+        .encode();
+        assert_eq!(encoded.len(), 23);
+        assert!(encoded.starts_with('Q'));
         let e = parse_audit_query(&pairs(&[("cursor", &task_cursor)])).unwrap_err();
         assert_eq!(fields(&e), ["cursor"]);
         assert_eq!(AuditCursor::decode(""), None);
