@@ -40,9 +40,20 @@ struct Setup {
     db: db::TestDb,
     codec: Codec,
     registry: String,
+    /// Held for the test's life: a kill test waits until no other test of
+    /// this binary loads the broker.
+    _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 async fn setup(partitions: i32) -> Setup {
+    let shared = BROKER_LOAD.read().await;
+    setup_with(partitions, Some(shared)).await
+}
+
+async fn setup_with(
+    partitions: i32,
+    shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+) -> Setup {
     taskflow_tests::init_test_logging();
     let brokers = brokers();
     let topic = unique("audit-events");
@@ -59,6 +70,7 @@ async fn setup(partitions: i32) -> Setup {
         dlq,
         db: db::fresh().await,
         registry,
+        _shared: shared,
     }
 }
 
@@ -88,11 +100,11 @@ impl Setup {
     }
 }
 
-/// The SIGKILL tests run one at a time: each restarts worker processes against the group
-/// coordinator of the shared test broker, and two of them at once on a small machine starve
-/// it (heartbeats unanswered past the session timeout), which tests the machine, not the
-/// worker.
-static KILL_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The SIGKILL tests run alone: each restarts worker processes against the group
+/// coordinator of the shared test broker, and with other load on it on a small machine
+/// heartbeats go unanswered past the session timeout, which tests the machine, not the
+/// worker. Every other test of this binary holds a read guard (see [`setup`]).
+static BROKER_LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 async fn audit_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log")
@@ -163,8 +175,8 @@ fn decode_retries(registry: &prometheus::Registry, reason: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
-    let _one_at_a_time = KILL_TESTS.lock().await;
-    let s = setup(6).await;
+    let _alone = BROKER_LOAD.write().await;
+    let s = setup_with(6, None).await;
     let events = task_events(10_000, 700);
     let producer = producer(&s.brokers);
 
@@ -634,8 +646,8 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_event_once() {
-    let _one_at_a_time = KILL_TESTS.lock().await;
-    let s = setup(6).await;
+    let _alone = BROKER_LOAD.write().await;
+    let s = setup_with(6, None).await;
     let events = task_events(4_000, 400);
     let producer = producer(&s.brokers);
     let mut env = s.process_env();
