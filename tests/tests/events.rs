@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use taskflow_schemas::{Event, EventType, Priority, RecurrenceMode, TaskStatus};
 use taskflow_tests::{
     broker::{brokers, create_topic, Collector, TansuBroker},
+    metrics::{gauge, wait_for_gauge},
     system::TestSystem,
     unique,
 };
@@ -354,16 +355,6 @@ async fn broker_outage_loses_nothing_and_duplicates_nothing() {
     assert!(seen.values().all(|&n| n == 1), "none twice");
 }
 
-fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_gauge().get_value() as i64)
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_relay_per_database_and_a_standby_takes_over_in_order() {
     let brokers = brokers();
@@ -372,14 +363,14 @@ async fn one_relay_per_database_and_a_standby_takes_over_in_order() {
     let sys = TestSystem::start(&brokers, &topic).await;
     // The system's own relay leads before the stand-by starts, so which one
     // leads first is not a race.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while gauge(&sys.metrics, "taskflow_outbox_relay_active") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first relay never led"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_gauge(
+        &sys.metrics,
+        "taskflow_outbox_relay_active",
+        1,
+        Duration::from_secs(20),
+        "the first relay never led",
+    )
+    .await;
     let standby = sys.spawn_standby_relay();
     let token = sys.user().await;
 

@@ -19,6 +19,7 @@ use taskflow_tests::{
     broker::{brokers, create_topic, Collector, Received, TansuBroker},
     db::{self, TestDb},
     events::versioned,
+    metrics::{gauge, wait_for_gauge},
     registry::RegistryStandIn,
     unique,
 };
@@ -61,19 +62,6 @@ fn start_relay(db: &TestDb, brokers: &str, codec: &Codec, config: RelayConfig) -
     .expect("relay");
     tokio::spawn(relay.run(stop.clone()));
     RunningRelay { metrics, stop }
-}
-
-fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
-    registry
-        .gather()
-        .iter()
-        .find(|f| f.name() == name)
-        .and_then(|f| {
-            f.get_metric()
-                .first()
-                .map(|m| m.get_gauge().get_value() as i64)
-        })
-        .unwrap_or(0)
 }
 
 async fn enqueue_all(db: &TestDb, topic: &str, events: &[Event]) {
@@ -269,11 +257,14 @@ async fn unencodable_rows_at_the_lowest_ids_are_parked_and_the_rest_flows() {
     assert!(parked
         .iter()
         .all(|p| p.last_error.as_deref().unwrap_or("").contains("payload")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gauge(&relay.metrics, "taskflow_outbox_parked_rows") != 300 {
-        assert!(Instant::now() < deadline, "parked gauge never reached 300");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_gauge(
+        &relay.metrics,
+        "taskflow_outbox_parked_rows",
+        300,
+        Duration::from_secs(10),
+        "parked gauge never reached 300",
+    )
+    .await;
 
     // The operator repairs one task's rows (as a newer binary would read
     // them) and retries: both go out, in order, and only those.
@@ -358,11 +349,14 @@ async fn a_deposed_leader_cannot_land_an_older_version_after_a_newer_one() {
         ..fast_config()
     };
     let leader = start_relay(&db, &brokers, &codec, config.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gauge(&leader.metrics, "taskflow_outbox_relay_active") != 1 {
-        assert!(Instant::now() < deadline, "the first relay never led");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_gauge(
+        &leader.metrics,
+        "taskflow_outbox_relay_active",
+        1,
+        Duration::from_secs(20),
+        "the first relay never led",
+    )
+    .await;
     let standby = start_relay(&db, &brokers, &codec, config.clone());
 
     // 50 tasks, 12 versions each, written version by version.
@@ -548,11 +542,14 @@ async fn a_commit_wakes_the_relay_in_process() {
     .expect("relay")
     .with_waker(waker.clone());
     tokio::spawn(relay.run(stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gauge(&metrics, "taskflow_outbox_relay_active") != 1 {
-        assert!(Instant::now() < deadline, "the relay never led");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_gauge(
+        &metrics,
+        "taskflow_outbox_relay_active",
+        1,
+        Duration::from_secs(20),
+        "the relay never led",
+    )
+    .await;
     let collector = Collector::new(&brokers, &topic);
     collector.wait_for_assignment(Duration::from_secs(30)).await;
     let t = Uuid::now_v7();
@@ -573,11 +570,14 @@ async fn two_lock_keys_by_mistake_still_give_one_publisher() {
     let db = db::fresh().await;
     let codec = Codec::new(&taskflow_tests::registry::registry_url().await);
     let a = start_relay(&db, &brokers, &codec, fast_config());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gauge(&a.metrics, "taskflow_outbox_relay_active") != 1 {
-        assert!(Instant::now() < deadline, "the first relay never led");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_gauge(
+        &a.metrics,
+        "taskflow_outbox_relay_active",
+        1,
+        Duration::from_secs(20),
+        "the first relay never led",
+    )
+    .await;
     let b = start_relay(
         &db,
         &brokers,
