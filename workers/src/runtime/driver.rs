@@ -52,6 +52,10 @@ pub(crate) fn consumer_config(base: &ClientConfig, s: &RuntimeSettings) -> Clien
         .set(
             "max.partition.fetch.bytes",
             s.max_partition_fetch_bytes.to_string(),
+        )
+        .set(
+            "fetch.wait.max.ms",
+            s.fetch_wait_max.as_millis().to_string(),
         );
     if let Some(id) = &s.group_instance_id {
         config.set("group.instance.id", id);

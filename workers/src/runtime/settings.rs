@@ -23,6 +23,7 @@
 //! | `TASKFLOW_CONSUMER_QUEUED_MIN_MESSAGES` | 2000 | `queued.min.messages`, per partition (librdkafka: 100000) |
 //! | `TASKFLOW_CONSUMER_FETCH_MAX_BYTES` | 8388608 | `fetch.max.bytes`, per fetch request (librdkafka: 52428800) |
 //! | `TASKFLOW_CONSUMER_MAX_PARTITION_FETCH_BYTES` | 1048576 | `max.partition.fetch.bytes` (librdkafka's default) |
+//! | `TASKFLOW_CONSUMER_FETCH_WAIT_MAX_MS` | 100 | `fetch.wait.max.ms` (librdkafka: 500; see below) |
 //!
 //! # Restarts: static membership and the session timeout
 //!
@@ -54,6 +55,14 @@
 //! while 2000 queued messages still cover seconds of handler work per partition. The audit
 //! benchmark (`taskflow-bench audit-rss`) measures the peak RSS with these defaults and with
 //! librdkafka's.
+//!
+//! # Fetch wait
+//!
+//! `fetch.wait.max.ms` is how long the broker may hold a fetch that found too little data.
+//! A task service's topics are mostly quiet, so each event's latency is bounded by it. Some
+//! brokers (tansu 0.6) also sleep part of it after a fetch that did find data, which caps a
+//! consumer's throughput at a few fetches per second with librdkafka's 500 ms. 100 ms costs
+//! a broker at most ten empty fetches per second per consumer.
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -136,6 +145,8 @@ pub struct RuntimeSettings {
     pub fetch_max_bytes: u64,
     /// `max.partition.fetch.bytes`.
     pub max_partition_fetch_bytes: u64,
+    /// `fetch.wait.max.ms`.
+    pub fetch_wait_max: Duration,
     /// Extra librdkafka properties for the consumer, applied last (tests use this for short
     /// session timeouts and the like).
     pub consumer_overrides: Vec<(String, String)>,
@@ -165,6 +176,7 @@ impl RuntimeSettings {
             queued_min_messages: 2000,
             fetch_max_bytes: 8 * 1024 * 1024,
             max_partition_fetch_bytes: 1024 * 1024,
+            fetch_wait_max: Duration::from_millis(100),
             consumer_overrides: Vec::new(),
         }
     }
@@ -233,6 +245,10 @@ impl RuntimeSettings {
             max_partition_fetch_bytes: count(
                 "TASKFLOW_CONSUMER_MAX_PARTITION_FETCH_BYTES",
                 defaults.max_partition_fetch_bytes,
+            )?,
+            fetch_wait_max: millis(
+                "TASKFLOW_CONSUMER_FETCH_WAIT_MAX_MS",
+                defaults.fetch_wait_max,
             )?,
             // librdkafka's own debug contexts (e.g. `cgrp` for group membership), logged
             // through `tracing` at debug level.
