@@ -17,7 +17,7 @@ use std::{
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use taskflow_schemas::{topics, Codec, Event};
 use taskflow_tests::{
-    broker::{brokers, create_topic, Collector},
+    broker::{brokers, create_topic, Collector, TansuBroker},
     db,
     events::{produce, produce_raw, producer, task_events},
     pgproxy::{upstream_of, PgProxy},
@@ -47,15 +47,15 @@ struct Setup {
 
 async fn setup(partitions: i32) -> Setup {
     let shared = BROKER_LOAD.read().await;
-    setup_with(partitions, Some(shared)).await
+    setup_with(partitions, brokers(), Some(shared)).await
 }
 
 async fn setup_with(
     partitions: i32,
+    brokers: String,
     shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 ) -> Setup {
     taskflow_tests::init_test_logging();
-    let brokers = brokers();
     let topic = unique("audit-events");
     let group = unique("audit");
     let dlq = topics::dlq(&group);
@@ -176,7 +176,7 @@ fn decode_retries(registry: &prometheus::Registry, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_audits_ten_thousand_events_exactly_once() {
     let _alone = BROKER_LOAD.write().await;
-    let s = setup_with(6, None).await;
+    let s = setup_with(6, brokers(), None).await;
     let events = task_events(10_000, 700);
     let producer = producer(&s.brokers);
 
@@ -647,7 +647,13 @@ async fn replay_from_the_topic_rebuilds_identical_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_event_once() {
     let _alone = BROKER_LOAD.write().await;
-    let s = setup_with(6, None).await;
+    // A broker of its own: the shared one has, by this time of a full run, the topics,
+    // records and groups of every earlier test in its sqlite store, and on two cores its
+    // group coordinator then answers the restarts' joins slowly enough that the test
+    // measured the store, not the worker (3,260 and 3,910 of 4,000 rows at 60 s in two CI
+    // runs, 4,000 at 15 s on a fresh broker).
+    let broker = TansuBroker::start_new().await;
+    let s = setup_with(6, broker.address(), None).await;
     let events = task_events(4_000, 400);
     let producer = producer(&s.brokers);
     let mut env = s.process_env();
@@ -690,11 +696,9 @@ async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_
         last_restart - first_kill
     );
     streaming.await.expect("producer task");
-    // The bar is 60 s after the last restart. On the CI machine's
-    // long-running tansu (2 cores) the group needs longer to settle after five
-    // SIGKILLs (3,260 and 3,910 of 4,000 rows at 60 s in two CI runs), so the
-    // bound here is 180 s; the time taken is printed for the record.
-    let deadline = Duration::from_secs(180).saturating_sub(last_restart.elapsed());
+    // Every event audited exactly once within 60 s of the last restart; the time taken is
+    // printed for the record.
+    let deadline = Duration::from_secs(60).saturating_sub(last_restart.elapsed());
     let count = wait_for_count(&s.db.pool, 4_000, deadline).await;
     println!(
         "kill test: {count} of 4000 rows {:?} after the last restart",
@@ -703,7 +707,7 @@ async fn sigkilled_five_times_in_ten_seconds_with_static_membership_audits_each_
     assert_eq!(
         count,
         4_000,
-        "rows 180 s after the last restart ({:?} since)",
+        "rows 60 s after the last restart ({:?} since)",
         last_restart.elapsed()
     );
     assert_exactly_once(&s.db.pool, &events).await;
