@@ -9,11 +9,38 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
+use serde_json::Value;
 use taskflow_producer::tasks::validate::{
     DESCRIPTION_MAX_CHARS, MAX_LIMIT, MAX_REMINDERS, MAX_TAGS, Q_MAX_CHARS, RRULE_MAX_CHARS,
     TAG_MAX_CHARS, TITLE_MAX_CHARS,
 };
+
+/// For an optional field the API refuses `null` for (`priority`): the
+/// derived `anyOf: [T, null]` becomes `T`, so the field stays optional but
+/// not nullable.
+fn non_null(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(any)) = obj.remove("anyOf") {
+        let mut rest: Vec<Value> = any
+            .into_iter()
+            .filter(|s| s.get("type") != Some(&Value::from("null")))
+            .collect();
+        match (rest.len(), rest.pop()) {
+            (1, Some(Value::Object(inner))) => {
+                for (k, v) in inner {
+                    obj.entry(k).or_insert(v);
+                }
+            }
+            (_, last) => {
+                rest.extend(last);
+                obj.insert("anyOf".into(), Value::Array(rest));
+            }
+        }
+    }
+}
 
 /// Task priority.
 #[derive(JsonSchema)]
@@ -96,6 +123,7 @@ pub struct CreateTask {
     #[schemars(extend("format" = "date-time"))]
     pub due_at: Option<String>,
     /// Default `medium`.
+    #[schemars(transform = non_null)]
     pub priority: Option<Priority>,
     /// Labels, trimmed and de-duplicated.
     #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]
@@ -183,6 +211,7 @@ pub struct UpdateTask {
     #[schemars(extend("format" = "date-time"))]
     pub due_at: Option<String>,
     /// New priority.
+    #[schemars(transform = non_null)]
     pub priority: Option<Priority>,
     /// The new complete list of tags (replaces the old one), or `null`.
     #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]

@@ -430,6 +430,16 @@ mod tests {
         assert_eq!(create["required"], json!(["title"]));
         assert_eq!(create["additionalProperties"], json!(false));
         assert_eq!(create["properties"]["title"]["maxLength"], json!(500));
+        // The API refuses `priority: null`: optional, not nullable.
+        assert_eq!(
+            create["properties"]["priority"]["$ref"],
+            json!("#/$defs/Priority")
+        );
+        assert!(create["properties"]["priority"].get("anyOf").is_none());
+        assert_eq!(
+            create["properties"]["description"]["type"],
+            json!(["string", "null"])
+        );
     }
 
     #[test]
