@@ -217,7 +217,12 @@ fn take_id(args: &mut JsonObject) -> Result<Uuid, CallToolResult> {
 fn take_if_version(args: &mut JsonObject) -> Result<Option<i64>, CallToolResult> {
     match args.remove("if_version") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
+        // `3.0` is an integer to JSON Schema too.
+        Some(v) => match v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)
+                .map(|f| f as i64)
+        }) {
             Some(n) if n >= 1 => Ok(Some(n)),
             _ => Err(invalid(vec![(
                 "if_version".into(),

@@ -174,7 +174,7 @@ pub fn validate_create(body: &Value) -> Result<NewToken, Vec<FieldError>> {
         .collect();
     let expires_in_days = match obj.get("expires_in_days") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64() {
+        Some(v) => match whole_number(v) {
             Some(d) if (1..=MAX_EXPIRY_DAYS).contains(&d) => Some(d),
             _ => {
                 errors.push(FieldError::new(
@@ -194,6 +194,17 @@ pub fn validate_create(body: &Value) -> Result<NewToken, Vec<FieldError>> {
     } else {
         Err(errors)
     }
+}
+
+/// An integer as JSON Schema counts them: `30` and also `30.0` (a number
+/// whose fraction is zero is an integer there, and the OpenAPI document
+/// promises `integer`).
+fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)
+            .map(|f| f as i64)
+    })
 }
 
 fn scope_list() -> String {
@@ -342,5 +353,10 @@ mod tests {
         )
         .is_err());
         assert!(validate_create(&json!([])).is_err());
+        // 125.0 is an integer to JSON Schema (found by schemathesis).
+        let whole = validate_create(
+            &json!({"name": "n", "scopes": ["tasks:read"], "expires_in_days": 125.0}),
+        );
+        assert_eq!(whole.unwrap().expires_in_days, Some(125));
     }
 }
