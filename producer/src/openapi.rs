@@ -12,8 +12,9 @@
 //!   and the rule that a relative reminder needs `due_at` (`anyOf`);
 //! * parameter schemas by name (bounds, formats, enums, entity tags);
 //! * the responses every operation of a kind can give: 500 and 503
-//!   everywhere, 401 on protected routes, 400/413/415/422 with a JSON
-//!   body, 400 with a parsed header, 400/422 with a query string.
+//!   everywhere, 401 and 403 (a token without the scope) on protected
+//!   routes, 400/413/415/422 with a JSON body, 400 with a parsed header,
+//!   400/422 with a query string.
 //!
 //! Patterns use an explicit whitespace class ([`WS`], Rust's
 //! `char::is_whitespace`) rather than `\s`, whose meaning differs between
