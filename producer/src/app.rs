@@ -30,6 +30,7 @@ use crate::{
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
+    tokens,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,14 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks/{id}/reopen", post(handlers::reopen_task))
         .route("/tasks/{id}/history", get(audit::handlers::task_history))
         .route("/audit", get(audit::handlers::list_audit))
+        .route(
+            "/tokens",
+            post(tokens::handlers::create_token).get(tokens::handlers::list_tokens),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(tokens::handlers::revoke_token),
+        )
         .route("/openapi.json", get(openapi_json))
 }
 

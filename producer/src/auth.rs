@@ -8,7 +8,10 @@
 //! token claiming `alg: none` or an asymmetric algorithm is refused before any
 //! signature logic runs, and requires `exp` and `sub`.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    marker::PhantomData,
+    sync::{Arc, OnceLock},
+};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
@@ -32,6 +35,7 @@ use crate::{
     extract::JsonBody,
     problem::{ApiError, FieldError, Problem},
     ratelimit::ClientIp,
+    tokens::{self, Scope},
 };
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
@@ -117,39 +121,149 @@ impl JwtKeys {
     }
 }
 
-/// The authenticated caller of a `/tasks` route.
-#[derive(Debug, Clone, Copy)]
+/// How the caller authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The JWT of `/auth/login`: the user themself, every scope.
+    Session,
+    /// A personal access token, limited to its scopes.
+    Token { id: Uuid, scopes: Vec<Scope> },
+}
+
+/// The authenticated caller: a login session or a personal access token
+/// (checked against the database on every request, see [`crate::tokens`]).
+#[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: Uuid,
+    pub credential: Credential,
+}
+
+impl AuthUser {
+    /// A 403 naming `scope` unless the credential carries it.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        match &self.credential {
+            Credential::Session => Ok(()),
+            Credential::Token { scopes, .. } if scopes.contains(&scope) => Ok(()),
+            Credential::Token { .. } => Err(ApiError::MissingScope(scope)),
+        }
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer <token>",
+        ))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header is not a Bearer token",
+        ))
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization: Bearer <token>",
-            ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header is not a Bearer token",
-            ))?;
+        let token = bearer_token(parts)?;
+        if token.starts_with(tokens::model::TOKEN_PREFIX) {
+            let refused = ApiError::Unauthorized("the token is invalid, expired or revoked");
+            let presented = tokens::model::parse_token(token).ok_or(refused)?;
+            let grant = tokens::store::find_live(&state.pool, &presented)
+                .await
+                .map_err(ApiError::from)?
+                .ok_or(ApiError::Unauthorized(
+                    "the token is invalid, expired or revoked",
+                ))?;
+            return Ok(AuthUser {
+                user_id: grant.user_id,
+                credential: Credential::Token {
+                    id: grant.token_id,
+                    scopes: grant.scopes,
+                },
+            });
+        }
         match state.jwt.verify(token) {
-            Ok(user_id) => Ok(AuthUser { user_id }),
+            Ok(user_id) => Ok(AuthUser {
+                user_id,
+                credential: Credential::Session,
+            }),
             Err(e) => {
                 tracing::debug!(error = %e, "rejected bearer token");
                 Err(ApiError::Unauthorized("the token is invalid or expired"))
             }
+        }
+    }
+}
+
+/// The scope a [`Scoped`] extractor demands, as a type.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+/// Marker: the route reads tasks (`tasks:read`).
+#[derive(Debug)]
+pub struct ReadTasks;
+/// Marker: the route changes tasks (`tasks:write`).
+#[derive(Debug)]
+pub struct WriteTasks;
+
+impl RequiredScope for ReadTasks {
+    const SCOPE: Scope = Scope::TasksRead;
+}
+impl RequiredScope for WriteTasks {
+    const SCOPE: Scope = Scope::TasksWrite;
+}
+
+/// An authenticated caller allowed `S::SCOPE`: 401 without a valid token,
+/// 403 for a token lacking the scope. Checked while extracting, so the
+/// handler never runs (and the body is never read) without it.
+#[derive(Debug)]
+pub struct Scoped<S> {
+    pub user_id: Uuid,
+    _scope: PhantomData<fn() -> S>,
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        user.require(S::SCOPE)?;
+        Ok(Scoped {
+            user_id: user.user_id,
+            _scope: PhantomData,
+        })
+    }
+}
+
+/// A caller signed in with the login JWT: what managing tokens needs, so a
+/// personal access token can never mint or revoke tokens (a 403).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionUser {
+    pub user_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for SessionUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        match user.credential {
+            Credential::Session => Ok(SessionUser {
+                user_id: user.user_id,
+            }),
+            Credential::Token { .. } => Err(ApiError::Forbidden(
+                "personal access tokens cannot manage tokens; use the token of /auth/login",
+            )),
         }
     }
 }

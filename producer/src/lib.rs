@@ -7,7 +7,8 @@
 //! write flows and handlers; [`audit`] task history and activity feed read
 //! from the audit log; [`extract`] problem-returning extractors;
 //! [`problem`] problem+json errors; [`openapi`]; [`metrics`]; [`middleware`]
-//! (panic catching, timeout); [`ratelimit`] signup/login limits.
+//! (panic catching, timeout); [`ratelimit`] signup/login limits; [`tokens`]
+//! personal access tokens and their scopes.
 
 pub mod app;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod tasks;
+pub mod tokens;
 
 pub use app::{router, AppState, Application};
 pub use config::Settings;

@@ -12,8 +12,9 @@
 //!   and the rule that a relative reminder needs `due_at` (`anyOf`);
 //! * parameter schemas by name (bounds, formats, enums, entity tags);
 //! * the responses every operation of a kind can give: 500 and 503
-//!   everywhere, 401 on protected routes, 400/413/415/422 with a JSON
-//!   body, 400 with a parsed header, 400/422 with a query string.
+//!   everywhere, 401 and 403 (a token without the scope) on protected
+//!   routes, 400/413/415/422 with a JSON body, 400 with a parsed header,
+//!   400/422 with a query string.
 //!
 //! Patterns use an explicit whitespace class ([`WS`], Rust's
 //! `char::is_whitespace`) rather than `\s`, whose meaning differs between
@@ -30,6 +31,7 @@ use utoipa::{
 use crate::{
     audit, auth, extract, problem,
     tasks::{self, validate},
+    tokens,
 };
 
 #[derive(OpenApi)]
@@ -47,6 +49,9 @@ use crate::{
         tasks::handlers::reopen_task,
         audit::handlers::task_history,
         audit::handlers::list_audit,
+        tokens::handlers::create_token,
+        tokens::handlers::list_tokens,
+        tokens::handlers::revoke_token,
     ),
     components(schemas(
         problem::Problem,
@@ -63,9 +68,13 @@ use crate::{
         audit::model::AuditEventResponse,
         audit::model::TaskHistory,
         audit::model::AuditPage,
+        tokens::model::AccessToken,
+        tokens::model::CreatedAccessToken,
+        tokens::model::AccessTokenList,
     )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"))
+    tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"),
+         (name = "tokens", description = "Personal access tokens: long-lived, scoped bearer tokens for scripts and assistants"))
 )]
 pub struct ApiDoc;
 
@@ -79,7 +88,14 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
+                    .bearer_format("JWT or personal access token")
+                    .description(Some(
+                        "The access token of /auth/login (every scope), or a personal access \
+                         token (`tfp_...`) from POST /tokens, limited to its scopes: \
+                         `tasks:read` for reading tasks, their history and the audit feed, \
+                         `tasks:write` for changing tasks. A route the token's scopes do not \
+                         cover answers 403 naming the missing scope.",
+                    ))
                     .build(),
             ),
         );
@@ -252,6 +268,25 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "CreateAccessTokenRequest",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["name", "scopes"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": tokens::model::NAME_MAX_CHARS,
+                             "pattern": non_blank(),
+                             "description": "What the token is for; stored trimmed.",
+                             "example": "laptop assistant"},
+                    "scopes": {"type": "array", "minItems": 1,
+                               "items": {"type": "string", "enum": tokens::Scope::ALL.map(tokens::Scope::as_str)},
+                               "description": "What the token may do; duplicates are ignored.",
+                               "example": ["tasks:read", "tasks:write"]},
+                    "expires_in_days": {"type": ["integer", "null"], "minimum": 1,
+                                        "maximum": tokens::model::MAX_EXPIRY_DAYS,
+                                        "description": "Absent or `null`: the token never expires."},
+                },
+            }),
+        ),
+        (
             "RecurrenceRequest",
             json!({
                 "type": "object", "additionalProperties": false, "required": ["rrule", "tz"],
@@ -298,6 +333,10 @@ fn parameter(name: &str) -> Option<(Value, &'static str)> {
         .collect();
     Some(match name {
         "id" => (json!({"type": "string", "format": "uuid"}), "Task id"),
+        "token_id" => (
+            json!({"type": "string", "format": "uuid"}),
+            "Personal access token id",
+        ),
         "If-Match" => (
             json!({"type": "string", "pattern": entity_tags()}),
             "Entity tag(s) of the task version the change is based on: the `ETag` of a \
@@ -415,6 +454,8 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
             // The audit log's cursor has its own format (see `AuditCursor`).
             let key = if path == "/audit" && name == "cursor" {
                 "audit_cursor"
+            } else if path.starts_with("/tokens/") && name == "id" {
+                "token_id"
             } else {
                 name.as_str()
             };
@@ -433,6 +474,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/auth/login", "post") => Some("LoginRequest"),
         ("/tasks", "post") => Some("CreateTaskRequest"),
         ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
+        ("/tokens", "post") => Some("CreateAccessTokenRequest"),
         _ => None,
     };
     if let Some(name) = body_schema {
@@ -457,6 +499,12 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
                 json!({"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}}),
             );
         }
+        ensure(
+            responses,
+            "403",
+            "A personal access token without the scope this route needs; the problem's \
+             `detail` names it",
+        );
     }
     if body_schema.is_some() {
         ensure(responses, "400", "The body is not valid JSON");

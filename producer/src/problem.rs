@@ -8,6 +8,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::tokens::Scope;
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field and why.
@@ -56,6 +58,11 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A personal access token without the scope the route needs.
+    #[error("this personal access token lacks the scope {}", .0.as_str())]
+    MissingScope(Scope),
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -102,6 +109,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MissingScope(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -120,6 +128,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::MissingScope(_) => "insufficient-scope",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::PreconditionFailed { .. } => "precondition-failed",
@@ -169,6 +179,16 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::MissingScope(scope) => {
+                // RFC 6750 section 3.1: the scope that would have been enough.
+                let value = format!(
+                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    scope.as_str()
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
             ApiError::PreconditionFailed { current } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("\"{current}\"")) {
                     headers.insert(header::ETAG, v);
@@ -192,6 +212,21 @@ mod tests {
         let p = ApiError::Internal("SELECT secret FROM x".into()).to_problem();
         assert_eq!(p.status, 500);
         assert!(!p.detail.contains("SELECT"));
+    }
+
+    #[test]
+    fn missing_scope_is_a_403_naming_the_scope() {
+        let e = ApiError::MissingScope(Scope::TasksWrite);
+        let p = e.to_problem();
+        assert_eq!(p.status, 403);
+        assert_eq!(p.kind, "urn:taskflow:problem:insufficient-scope");
+        assert!(p.detail.contains("tasks:write"), "{}", p.detail);
+        let resp = e.into_response();
+        let www = resp.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            www,
+            r#"Bearer error="insufficient_scope", scope="tasks:write""#
+        );
     }
 
     #[test]

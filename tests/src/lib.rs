@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod db;
 pub mod events;
+pub mod mcp;
 pub mod metrics;
 pub mod pgproxy;
 pub mod registry;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    auth::AuthUser,
+    auth::{ReadTasks, Scoped},
     extract::TaskId,
     problem::{ApiError, Problem},
 };
@@ -40,7 +40,7 @@ fn responses(records: Vec<AuditRecord>) -> Result<Vec<AuditEventResponse>, ApiEr
 )]
 pub async fn task_history(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<ReadTasks>,
     TaskId(id): TaskId,
 ) -> Result<Json<TaskHistory>, ApiError> {
     let records = store::task_history(&state.pool, user.user_id, id).await?;
@@ -92,7 +92,7 @@ pub struct AuditParamsDoc {
 )]
 pub async fn list_audit(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<ReadTasks>,
     uri: Uri,
 ) -> Result<Json<AuditPage>, ApiError> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    auth::AuthUser,
+    auth::{ReadTasks, Scoped, WriteTasks},
     extract::{IdempotencyKey, JsonBody, Precondition, RequestContext, TaskId},
     problem::{ApiError, Problem},
 };
@@ -57,7 +57,7 @@ fn location(id: &str) -> Option<HeaderValue> {
 )]
 pub async fn create_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<WriteTasks>,
     ctx: RequestContext,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
@@ -132,7 +132,7 @@ fn transition_idempotency(
 )]
 pub async fn get_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<ReadTasks>,
     TaskId(id): TaskId,
 ) -> Result<Response, ApiError> {
     let task = service::get(&state, user.user_id, id).await?;
@@ -176,7 +176,7 @@ pub struct ListParamsDoc {
 )]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<ReadTasks>,
     uri: Uri,
 ) -> Result<Json<TaskPage>, ApiError> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
@@ -219,7 +219,7 @@ pub async fn list_tasks(
 )]
 pub async fn patch_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<WriteTasks>,
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
@@ -246,7 +246,7 @@ pub async fn patch_task(
 )]
 pub async fn delete_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<WriteTasks>,
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
@@ -274,7 +274,7 @@ pub async fn delete_task(
 )]
 pub async fn complete_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<WriteTasks>,
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
@@ -312,7 +312,7 @@ pub async fn complete_task(
 )]
 pub async fn reopen_task(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Scoped<WriteTasks>,
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,

@@ -217,6 +217,14 @@ impl TestApp {
         )
     }
 
+    /// A connection as the database's owner, for changes the service role
+    /// may not make (e.g. backdating a token's expiry).
+    pub async fn owner(&self) -> PgConnection {
+        PgConnection::connect(&with_database(&admin_url(), &self.db_name))
+            .await
+            .expect("connect as the owner")
+    }
+
     pub fn req(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))

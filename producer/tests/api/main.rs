@@ -16,3 +16,4 @@ mod list;
 mod observability;
 mod tasks;
 mod timestamps;
+mod tokens;

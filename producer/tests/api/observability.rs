@@ -117,6 +117,8 @@ async fn openapi_document_is_exact_where_clients_rely_on_it() {
             );
             if !public {
                 assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+                // A personal access token without the route's scope.
+                assert!(responses.contains_key("403"), "{method} {path} lacks 403");
             } else {
                 assert!(responses.contains_key("429"), "{method} {path} lacks 429");
             }
@@ -136,6 +138,16 @@ async fn openapi_document_is_exact_where_clients_rely_on_it() {
         assert_eq!(branch["additionalProperties"], false);
     }
     assert_eq!(schemas["RecurrenceRequest"]["additionalProperties"], false);
+    let token_request = &schemas["CreateAccessTokenRequest"];
+    assert_eq!(token_request["additionalProperties"], false);
+    assert_eq!(
+        token_request["properties"]["scopes"]["items"]["enum"],
+        serde_json::json!(["tasks:read", "tasks:write", "notifications:read"])
+    );
+    assert_eq!(
+        token_request["properties"]["expires_in_days"]["maximum"],
+        366
+    );
 
     let params = |path: &str, method: &str| -> Vec<Value> {
         doc["paths"][path][method]["parameters"]
@@ -161,6 +173,10 @@ async fn openapi_document_is_exact_where_clients_rely_on_it() {
     assert_eq!(
         param("/tasks/{id}", "get", "id")["schema"]["format"],
         "uuid"
+    );
+    assert_eq!(
+        param("/tokens/{id}", "delete", "id")["description"],
+        "Personal access token id"
     );
     for (path, method) in [
         ("/tasks/{id}", "patch"),
