@@ -71,9 +71,11 @@ use taskflow_tests::{
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or("api");
-    let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5000);
-    let concurrency: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
-    let rate: Option<f64> = args.get(4).map(|s| s.parse()).transpose()?;
+    // `_` keeps a positional argument's default (`relay 20000 _ 200`).
+    let arg = |i: usize| args.get(i).map(String::as_str).filter(|a| *a != "_");
+    let n: usize = arg(2).map(str::parse).transpose()?.unwrap_or(5000);
+    let concurrency: usize = arg(3).map(str::parse).transpose()?.unwrap_or(32);
+    let rate: Option<f64> = arg(4).map(str::parse).transpose()?;
     let (_own_broker, brokers) = match std::env::var("TASKFLOW_TEST_BROKERS") {
         Ok(b) => (None, b),
         Err(_) => {
