@@ -43,7 +43,14 @@ async fn lifecycle_versions_etags_and_outbox_events() {
     let r = app.get_task(&token, &id).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(etag(&r), "\"1\"");
-    let fetched: Value = r.json().await.unwrap();
+    let mut fetched: Value = r.json().await.unwrap();
+    // GET /tasks/{id} adds the computed next occurrences; the rest is the create's answer.
+    let next = fetched
+        .as_object_mut()
+        .unwrap()
+        .remove("next_occurrences")
+        .unwrap();
+    assert_eq!(next.as_array().unwrap().len(), 3, "{next}");
     assert_eq!(
         fetched, task,
         "a read returns exactly what the create answered"
