@@ -503,7 +503,9 @@ pub async fn delete(
     let now = instant_after(current.updated_at);
     if let (DeleteScope::Series, Some(series)) = (scope, current.series) {
         // Lock order: this task, the series, the other instances by id. The recurrence
-        // worker locks the series first and never a task row, so it cannot deadlock with this.
+        // worker locks the series and no task row (its foreign key check on the completed
+        // task takes FOR KEY SHARE, which our FOR NO KEY UPDATE does not block), so it
+        // cannot deadlock with this.
         store::lock_series(&mut tx, series.id).await?;
         store::end_series(&mut tx, series.id, SeriesEnd::Deleted, now).await?;
         for other in

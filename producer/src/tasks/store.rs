@@ -155,6 +155,12 @@ pub async fn get_task<'e>(
 
 /// Like [`get_task`], and locks the row until the transaction ends so the
 /// version check and the update cannot interleave with another writer.
+///
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the API never changes a task's id, and this
+/// lock does not block the `FOR KEY SHARE` that a foreign key check takes. The recurrence
+/// worker inserts the next instance (`previous_task_id` references the completed task)
+/// while holding its series lock; with `FOR UPDATE` here, a request holding the task and
+/// waiting for the series (PATCH of the rule, DELETE ?scope=series) would deadlock with it.
 pub async fn get_task_for_update(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -162,7 +168,7 @@ pub async fn get_task_for_update(
 ) -> Result<Option<Task>, TaskStoreError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks \
-         WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE"
+         WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR NO KEY UPDATE"
     );
     let row: Option<TaskRow> = sqlx::query_as(&sql)
         .bind(id)
@@ -322,7 +328,7 @@ pub async fn open_instances_for_update(
 ) -> Result<Vec<Task>, TaskStoreError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE series_id = $1 AND user_id = $2 AND id <> $3 \
-         AND status = 'open' AND deleted_at IS NULL ORDER BY id FOR UPDATE"
+         AND status = 'open' AND deleted_at IS NULL ORDER BY id FOR NO KEY UPDATE"
     );
     let rows: Vec<TaskRow> = sqlx::query_as(&sql)
         .bind(series_id)
