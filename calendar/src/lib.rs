@@ -36,9 +36,9 @@ use chrono_tz::Tz;
 use rrule::{Frequency, RRule, RRuleSet, Unvalidated};
 
 /// The most rule occurrences one evaluation walks through before giving up. An hourly rule
-/// anchored decades ago is the realistic worst case (~10^5 per decade); beyond this bound an
+/// anchored five decades ago is about this many (~10^5 per decade); beyond this bound an
 /// evaluation is refused rather than allowed to stall a worker.
-pub const MAX_STEPS: usize = 2_000_000;
+pub const MAX_STEPS: usize = 500_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalendarError {
@@ -459,6 +459,27 @@ mod tests {
         assert_eq!(
             place(naive("2026-10-04 02:15"), lhi),
             utc("2026-10-04T02:45:00+11:00")
+        );
+    }
+
+    #[test]
+    fn an_evaluation_too_long_to_walk_is_refused() {
+        let rule = Rule::parse("FREQ=HOURLY").expect("rule");
+        let s = Schedule {
+            rule: &rule,
+            zone: zone("UTC").expect("zone"),
+            dtstart: utc("1900-01-01T00:00:00Z"),
+            exdates: &[],
+        };
+        // 126 years of hours: more than MAX_STEPS.
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:00Z")),
+            Err(CalendarError::TooManySteps)
+        );
+        // Within the bound it answers.
+        assert_eq!(
+            s.next_after(utc("1901-01-01T00:00:00Z")),
+            Ok(Some(utc("1901-01-01T01:00:00Z")))
         );
     }
 
