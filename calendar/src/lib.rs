@@ -343,8 +343,9 @@ impl Series<'_> {
     ///   `now`, the first occurrence after `now` (a task completed late never produces a burst
     ///   of overdue copies).
     /// * [`Mode::FromCompletion`]: the rule re-anchored at the completion's local day at the
-    ///   series' time of day, and its first occurrence after both that anchor and the
-    ///   completion. COUNT then bounds the number of instances of the series (the anchor moves,
+    ///   series' time of day, and its first occurrence after that anchor, the completion and
+    ///   the completed instance's occurrence (a task completed early does not repeat its own
+    ///   occurrence). COUNT then bounds the number of instances of the series (the anchor moves,
     ///   so the rule's own count would restart every time).
     pub fn next_instance(
         &self,
@@ -386,7 +387,11 @@ impl Series<'_> {
                     ..self.schedule.clone()
                 };
                 let occ = rebased.occurrences_counting(None)?;
-                take_after(occ, anchor.max(done.completed_at), n.min(remaining))
+                // Never at or before the completed instance's own occurrence either: a task
+                // completed ahead of its due date must not yield that same occurrence again
+                // (the series' unique key would then refuse it and the series would stop).
+                let after = anchor.max(done.completed_at).max(done.occurrence);
+                take_after(occ, after, n.min(remaining))
             }
         }
     }
@@ -537,6 +542,26 @@ mod tests {
         assert_eq!(
             series.next_instance(&done, now).expect("ok"),
             Some(utc("2026-11-08T09:00:00-05:00"))
+        );
+        // Completed a day early: the next is after its own occurrence, not on it.
+        let early = Completed {
+            occurrence: utc("2026-11-06T09:00:00-05:00"),
+            index: 0,
+            completed_at: utc("2026-11-05T10:00:00-05:00"),
+        };
+        let daily = Rule::parse("FREQ=DAILY").expect("rule");
+        let every_day = Series {
+            schedule: Schedule {
+                rule: &daily,
+                ..series.schedule.clone()
+            },
+            mode: Mode::FromCompletion,
+        };
+        assert_eq!(
+            every_day
+                .next_instance(&early, early.completed_at)
+                .expect("ok"),
+            Some(utc("2026-11-07T09:00:00-05:00"))
         );
         // COUNT=3: instances 0, 1, 2; the third one's completion ends the series.
         let last = Completed { index: 2, ..done };
