@@ -471,3 +471,64 @@ async fn a_worker_killed_after_its_commit_before_its_offset_commit_leaves_one_in
     assert_eq!(s.instances(&series).await, 2);
     worker.stop().await.expect("worker stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_readyz_and_metrics_and_drains_on_sigterm() {
+    let _shared = BROKER_LOAD.read().await;
+    let s = setup().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let process = WorkerProcess::start_binary(
+        binary("taskflow-recurrence"),
+        &[
+            ("TASKFLOW_DATABASE_URL", s.sys.db.url.clone()),
+            ("TASKFLOW_KAFKA_BROKERS", s.sys.brokers.clone()),
+            ("TASKFLOW_SCHEMA_REGISTRY_URL", registry_url().await),
+            ("TASKFLOW_KAFKA_GROUP_ID", s.group.clone()),
+            ("TASKFLOW_TOPIC_TASK_EVENTS", s.sys.topic.clone()),
+            ("TASKFLOW_KAFKA_SESSION_TIMEOUT_MS", "10000".to_owned()),
+            ("TASKFLOW_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let admin = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    // Ready: consumer running, task-event schemas registered, database answering.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = http
+            .get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (id, due) = s.daily_task("from_due").await;
+    assert_eq!(s.complete(&id).await, StatusCode::OK);
+    let tasks = s.wait_for_tasks(2).await;
+    let open: Vec<&Value> = tasks.iter().filter(|t| t["status"] == "open").collect();
+    assert_eq!(open.len(), 1, "{tasks:?}");
+    assert_eq!(instant(&open[0]["due_at"]), due + ChronoDuration::days(1));
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("taskflow_recurrence_instances_created_total{mode=\"from_due\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("taskflow_recurrence_duplicates_skipped_total 0"));
+    let status = process.terminate().await;
+    assert!(status.success(), "SIGTERM: drain, commit, exit 0: {status}");
+}
