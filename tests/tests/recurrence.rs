@@ -3,7 +3,8 @@
 //! after its insert and before its commit (and one killed after its commit, before its offset
 //! commit) still leaves one instance; racing completions, a duplicated completion consumed by
 //! two workers at once, and complete -> reopen -> complete each leave one instance;
-//! `DELETE ?scope=series` leaves none, even for a completion already in flight.
+//! `DELETE ?scope=series` leaves none, even for a completion already in flight; a patched
+//! rule applies from the next instance on; the binary is ready, counts, and drains.
 //!
 //! Every wait is on state (the API, the database, a metric), never a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -396,6 +397,38 @@ async fn deleting_the_series_stops_it_even_for_a_completion_in_flight() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    worker.stop().await.expect("worker stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patched_rule_applies_from_the_next_instance_on() {
+    let _shared = BROKER_LOAD.read().await;
+    let s = setup().await;
+    let (worker, metrics) = s.worker(&s.group, None);
+    let (id, due) = s.daily_task("from_due").await;
+    let (status, patched) = s
+        .call(
+            Method::PATCH,
+            &format!("/tasks/{id}"),
+            Some(json!({"recurrence": {"rrule": "FREQ=WEEKLY", "tz": "UTC"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    // Same series, same occurrence; the preview follows the new rule.
+    let (_, got) = s.call(Method::GET, &format!("/tasks/{id}"), None).await;
+    assert_eq!(instant(&got["occurrence"]), due);
+    assert_eq!(
+        instant(&got["next_occurrences"][0]),
+        due + ChronoDuration::days(7)
+    );
+    assert_eq!(s.complete(&id).await, StatusCode::OK);
+    wait_for_counter(&metrics, "taskflow_recurrence_instances_created_total", 1.0).await;
+    let tasks = s.tasks().await;
+    let open: Vec<&Value> = tasks.iter().filter(|t| t["status"] == "open").collect();
+    assert_eq!(open.len(), 1, "{tasks:?}");
+    assert_eq!(instant(&open[0]["due_at"]), due + ChronoDuration::days(7));
+    assert_eq!(open[0]["series_id"], got["series_id"]);
+    assert_eq!(open[0]["recurrence"]["rrule"], "FREQ=WEEKLY");
     worker.stop().await.expect("worker stops");
 }
 
