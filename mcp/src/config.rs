@@ -92,7 +92,7 @@ impl Settings {
                 .collect(),
             admin_addr: env_or(
                 "TASKFLOW_ADMIN_ADDR",
-                SocketAddr::from(([0, 0, 0, 0], 9092)),
+                SocketAddr::from(([0, 0, 0, 0], 9093)),
             )?,
         })
     }

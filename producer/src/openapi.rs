@@ -172,6 +172,11 @@ fn date_time(nullable: bool) -> Value {
     }
 }
 
+fn exdates() -> Value {
+    json!({"type": ["array", "null"], "maxItems": validate::MAX_EXDATES, "items": date_time(false),
+           "description": "Scheduled instants to skip."})
+}
+
 fn tag_item() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": validate::TAG_MAX_CHARS, "pattern": non_blank()})
 }
@@ -182,7 +187,7 @@ fn priority() -> Value {
 
 /// The properties of a create or patch body; `title` is the only one that
 /// cannot be null.
-fn task_properties(due_at: Value, reminder: &str) -> Map<String, Value> {
+fn task_properties(due_at: Value, reminder: &str, recurrence: &str) -> Map<String, Value> {
     let props = json!({
         "title": {
             "type": "string", "minLength": 1, "maxLength": validate::TITLE_MAX_CHARS,
@@ -200,7 +205,7 @@ fn task_properties(due_at: Value, reminder: &str) -> Map<String, Value> {
             "type": ["array", "null"], "maxItems": validate::MAX_TAGS, "items": tag_item(),
             "description": "Trimmed and de-duplicated; `null` empties the list."
         },
-        "recurrence": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/RecurrenceRequest"}]},
+        "recurrence": {"anyOf": [{"type": "null"}, {"$ref": format!("#/components/schemas/{recurrence}")}]},
         "reminders": {
             "type": ["array", "null"], "maxItems": validate::MAX_REMINDERS,
             "items": {"$ref": format!("#/components/schemas/{reminder}")},
@@ -217,11 +222,11 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
     let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
     let create_with_due = json!({
         "type": "object", "additionalProperties": false, "required": ["title", "due_at"],
-        "properties": task_properties(date_time(false), "ReminderRequest"),
+        "properties": task_properties(date_time(false), "ReminderRequest", "RecurrenceRequest"),
     });
     let create_without_due = json!({
         "type": "object", "additionalProperties": false, "required": ["title"],
-        "properties": task_properties(date_time(true), "AbsoluteReminder"),
+        "properties": task_properties(date_time(true), "AbsoluteReminder", "RecurrenceFromCompletionRequest"),
     });
     vec![
         (
@@ -250,7 +255,8 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
         (
             "CreateTaskRequest",
             json!({
-                "description": "A new task. A reminder relative to the due date (`before`) needs `due_at`.",
+                "description": "A new task. A reminder relative to the due date (`before`), and a \
+                    `from_due` recurrence, need `due_at`.",
                 "anyOf": [create_with_due, create_without_due],
                 "example": {"title": "Water the plants", "due_at": "2026-12-01T09:00:00+01:00",
                             "priority": "high", "tags": ["home"],
@@ -262,9 +268,11 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             "PatchTaskRequest",
             json!({
                 "description": "Merge patch: an absent field is unchanged, `null` clears it. \
-                    A valid patch that would leave a relative reminder without `due_at` is a 409.",
+                    A valid patch that would leave a relative reminder, or a `from_due` \
+                    recurrence, without `due_at` is a 409. A changed rule applies from the \
+                    next instance on.",
                 "type": "object", "additionalProperties": false,
-                "properties": task_properties(date_time(true), "ReminderRequest"),
+                "properties": task_properties(date_time(true), "ReminderRequest", "RecurrenceRequest"),
             }),
         ),
         (
@@ -296,7 +304,22 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                               "example": "FREQ=WEEKLY;BYDAY=MO"},
                     "tz": {"type": "string", "enum": zones, "example": "Europe/Berlin"},
                     "mode": {"enum": ["from_due", "from_completion", null],
-                             "description": "Default `from_due`."},
+                             "description": "Default `from_due` (needs `due_at`)."},
+                    "exdates": exdates(),
+                },
+            }),
+        ),
+        (
+            "RecurrenceFromCompletionRequest",
+            json!({
+                "description": "A recurrence on a task without `due_at`: only `from_completion` \
+                    can follow it.",
+                "type": "object", "additionalProperties": false, "required": ["rrule", "tz", "mode"],
+                "properties": {
+                    "rrule": {"type": "string", "pattern": rrule()},
+                    "tz": {"type": "string", "enum": zones},
+                    "mode": {"const": "from_completion"},
+                    "exdates": exdates(),
                 },
             }),
         ),
@@ -367,6 +390,12 @@ fn parameter(name: &str) -> Option<(Value, &'static str)> {
         "status" => (
             json!({"type": "string", "enum": ["open", "completed"]}),
             "Task status.",
+        ),
+        "scope" => (
+            json!({"type": "string", "enum": ["instance", "series"], "default": "instance"}),
+            "`series`: also delete every other open instance of the task's series and end \
+             the series, so no further instance is created, even for a completion still being \
+             processed.",
         ),
         "priority" => (priority(), "Task priority."),
         "tag" => (

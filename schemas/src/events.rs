@@ -5,7 +5,7 @@
 //! truncate (`chrono::SubsecRound::trunc_subsecs(6)`) before comparing a
 //! decoded event with the original.
 
-use crate::serde_util::{micros, micros_opt, uuid_str};
+use crate::serde_util::{micros, micros_opt, micros_vec, uuid_opt, uuid_str};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -60,6 +60,9 @@ pub struct Recurrence {
     /// IANA zone the rule is evaluated in.
     pub tz: String,
     pub mode: RecurrenceMode,
+    /// Occurrences (scheduled instants) skipped. Added in schema v2 (default empty).
+    #[serde(default, with = "micros_vec")]
+    pub exdates: Vec<DateTime<Utc>>,
 }
 
 /// Exactly one of the two fields is `Some` (checked at the API edge, not here).
@@ -92,6 +95,12 @@ pub struct TaskSnapshot {
     pub created_at: DateTime<Utc>,
     #[serde(with = "micros")]
     pub updated_at: DateTime<Utc>,
+    /// The series a recurring task belongs to (schema v2; absent in older events).
+    #[serde(default, with = "uuid_opt")]
+    pub series_id: Option<Uuid>,
+    /// The scheduled instant of this instance of its series (schema v2).
+    #[serde(default, with = "micros_opt")]
+    pub occurrence: Option<DateTime<Utc>>,
 }
 
 /// One changed field; values are JSON text (`None` = absent/null).

@@ -40,6 +40,7 @@ pub fn snapshot() -> TaskSnapshot {
             rrule: "FREQ=WEEKLY;BYDAY=SA".to_owned(),
             tz: "Europe/Berlin".to_owned(),
             mode: RecurrenceMode::FromCompletion,
+            exdates: vec![at(7 * 86_400, 0), at(14 * 86_400, 7)],
         }),
         reminders: vec![
             ReminderSpec {
@@ -54,6 +55,8 @@ pub fn snapshot() -> TaskSnapshot {
         completed_at: Some(at(90_000, 999_999)),
         created_at: at(0, 0),
         updated_at: at(10, 5),
+        series_id: Some(Uuid::from_u128(0x33)),
+        occurrence: Some(at(86_400, 0)),
     }
 }
 

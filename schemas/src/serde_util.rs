@@ -69,6 +69,70 @@ pub(crate) mod micros_opt {
     }
 }
 
+/// `Vec<DateTime<Utc>>`, each element encoded as in [`micros`] (an Avro array of
+/// `timestamp-micros`, a JSON array of RFC 3339 strings).
+pub(crate) mod micros_vec {
+    use super::*;
+
+    struct Instant(DateTime<Utc>);
+
+    impl Serialize for Instant {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            micros::serialize(&self.0, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Instant {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            micros::deserialize(d).map(Instant)
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(t: &[DateTime<Utc>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(t.iter().map(|t| Instant(*t)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<DateTime<Utc>>, D::Error> {
+        Ok(Vec::<Instant>::deserialize(d)?
+            .into_iter()
+            .map(|i| i.0)
+            .collect())
+    }
+}
+
+/// `Option<Uuid>`, the UUID encoded as in [`uuid_str`].
+pub(crate) mod uuid_opt {
+    use super::*;
+    use uuid::Uuid;
+
+    struct Id(Uuid);
+
+    impl Serialize for Id {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            uuid_str::serialize(&self.0, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            uuid_str::deserialize(d).map(Id)
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(u: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        match u {
+            Some(u) => s.serialize_some(&Id(*u)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+        Ok(Option::<Id>::deserialize(d)?.map(|i| i.0))
+    }
+}
+
 /// `Uuid` always as its hyphenated string (the Avro `uuid` logical type is a string).
 pub(crate) mod uuid_str {
     use super::*;

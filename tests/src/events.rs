@@ -27,6 +27,8 @@ fn snapshot(title: String) -> TaskSnapshot {
         completed_at: None,
         created_at: now,
         updated_at: now,
+        series_id: None,
+        occurrence: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Runs the real binaries (`taskflow-audit`, `taskflow-api`) as child
+//! Runs the real binaries (`taskflow-audit`, `taskflow-recurrence`, `taskflow-api`) as child
 //! processes, so a test can SIGKILL them (no drain, no final commit: exactly
 //! what a crash looks like) or SIGTERM them and check the exit.
 
@@ -78,6 +78,18 @@ impl WorkerProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a failpoint), at most `timeout`
+    /// (then it is killed and the test fails).
+    pub async fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for worker"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!("the process did not exit within {timeout:?}");
+            }
+        }
     }
 
     /// SIGTERM, then wait for a clean exit; returns the exit status.

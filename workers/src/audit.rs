@@ -224,6 +224,8 @@ mod tests {
             completed_at: Some(at),
             created_at: at,
             updated_at: at,
+            series_id: None,
+            occurrence: None,
         }
     }
 

@@ -3,6 +3,8 @@
 //! * [`runtime`]: consume, decode, handle, retry, dead-letter, commit; the delivery guarantee
 //!   and how it holds are in its module docs.
 //! * [`audit`]: the audit worker (`taskflow-audit`) and its replay (`taskflow-audit-replay`).
+//! * [`recurrence`]: the recurrence worker (`taskflow-recurrence`): the next instance of a
+//!   recurring task when one is completed, once per occurrence.
 //!
 //! Test hooks: [`runtime::spawn`] and [`audit::spawn_audit_worker`] start a worker in-process
 //! and return a [`runtime::WorkerHandle`] (`stop().await`, `probe()`); [`runtime::Decoder`]
@@ -11,4 +13,5 @@
 //! runs a replay to completion and returns a report.
 
 pub mod audit;
+pub mod recurrence;
 pub mod runtime;

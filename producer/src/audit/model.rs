@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::tasks::{
-    model::{Task, TaskFields, TaskResponse},
+    model::{SeriesRef, Task, TaskFields, TaskResponse},
     validate::{fields_json, FIELDS},
 };
 
@@ -161,6 +161,15 @@ fn task_of(rec: &AuditRecord, s: TaskSnapshot) -> Task {
         id: rec.task_id,
         user_id: rec.user_id,
         fields: fields_of(&s),
+        series: s
+            .series_id
+            .zip(s.occurrence)
+            .map(|(id, occurrence)| SeriesRef {
+                id,
+                occurrence,
+                // Events do not carry the index; history answers never show it.
+                index: 0,
+            }),
         status: s.status,
         version: rec.version,
         completed_at: s.completed_at,

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     model::{CreateTaskRequest, PatchTaskRequest, Task, TaskPage, TaskResponse},
-    service::{self, Idempotency, Transition, WriteOutcome, Writer},
+    service::{self, DeleteScope, Idempotency, Transition, WriteOutcome, Writer},
     store,
     validate::{parse_list_query, Cursor},
 };
@@ -18,7 +18,7 @@ use crate::{
     app::AppState,
     auth::{ReadTasks, Scoped, WriteTasks},
     extract::{IdempotencyKey, JsonBody, Precondition, RequestContext, TaskId},
-    problem::{ApiError, Problem},
+    problem::{ApiError, FieldError, Problem},
 };
 
 fn etag_value(version: i64) -> Option<HeaderValue> {
@@ -119,7 +119,7 @@ fn transition_idempotency(
     })
 }
 
-/// Get one task.
+/// Get one task; a recurring one with `next_occurrences`.
 #[utoipa::path(
     get, path = "/tasks/{id}", tag = "tasks",
     params(("id" = uuid::Uuid, Path, description = "Task id")),
@@ -136,7 +136,14 @@ pub async fn get_task(
     TaskId(id): TaskId,
 ) -> Result<Response, ApiError> {
     let task = service::get(&state, user.user_id, id).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let next = service::next_occurrences(&state, &task, service::now_micros()).await?;
+    let mut body = TaskResponse::from(&task);
+    body.next_occurrences = Some(next);
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    if let Some(v) = etag_value(task.version) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
 }
 
 /// Query parameters of `GET /tasks` (documentation).
@@ -233,10 +240,11 @@ pub async fn patch_task(
     Ok(task_response(StatusCode::OK, &task))
 }
 
-/// Delete a task (it reads 404 afterwards).
+/// Delete a task (it reads 404 afterwards); with `scope=series`, its whole series.
 #[utoipa::path(
     delete, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header),
+           ("scope" = Option<String>, Query)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -250,13 +258,36 @@ pub async fn delete_task(
     ctx: RequestContext,
     TaskId(id): TaskId,
     Precondition(if_match): Precondition,
+    uri: Uri,
 ) -> Result<StatusCode, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
+    let scope = parse_delete_scope(&pairs).map_err(ApiError::Validation)?;
     let writer = Writer {
         user_id: user.user_id,
         ctx,
     };
-    service::delete(&state, &writer, id, if_match.as_ref()).await?;
+    service::delete(&state, &writer, id, if_match.as_ref(), scope).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `scope=instance` (default) or `scope=series`; any other parameter is refused.
+fn parse_delete_scope(pairs: &[(String, String)]) -> Result<DeleteScope, Vec<FieldError>> {
+    let mut scope = DeleteScope::Instance;
+    let mut errors = Vec::new();
+    for (key, value) in pairs {
+        match (key.as_str(), value.as_str()) {
+            ("scope", "instance") => scope = DeleteScope::Instance,
+            ("scope", "series") => scope = DeleteScope::Series,
+            ("scope", _) => errors.push(FieldError::new("scope", "must be instance or series")),
+            (other, _) => errors.push(FieldError::new(other, "unknown parameter; allowed: scope")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(scope)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Mark a task completed.

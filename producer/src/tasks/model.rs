@@ -40,12 +40,25 @@ impl Default for TaskFields {
     }
 }
 
+/// Where an instance of a recurring task sits in its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub id: Uuid,
+    /// The scheduled instant of this instance (fixed when it is created; moving `due_at`
+    /// reschedules this instance only).
+    pub occurrence: DateTime<Utc>,
+    /// 0 for the first instance.
+    pub index: i32,
+}
+
 /// A stored, live (not deleted) task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: Uuid,
     pub user_id: Uuid,
     pub fields: TaskFields,
+    /// Set while the task is (or was) an instance of a recurring series.
+    pub series: Option<SeriesRef>,
     pub status: TaskStatus,
     /// Starts at 1, +1 per change; the ETag and the events' `version`.
     pub version: i64,
@@ -68,6 +81,8 @@ impl Task {
             completed_at: self.completed_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            series_id: self.series.map(|s| s.id),
+            occurrence: self.series.map(|s| s.occurrence),
         }
     }
 
@@ -151,6 +166,9 @@ pub struct RecurrenceBody {
     /// `from_completion`: it follows the completion time.
     #[schema(value_type = RecurrenceModeDoc)]
     pub mode: RecurrenceMode,
+    /// Occurrences (scheduled instants) that are skipped, in order.
+    #[serde(default)]
+    pub exdates: Vec<DateTime<Utc>>,
 }
 
 impl From<&Recurrence> for RecurrenceBody {
@@ -159,6 +177,7 @@ impl From<&Recurrence> for RecurrenceBody {
             rrule: r.rrule.clone(),
             tz: r.tz.clone(),
             mode: r.mode,
+            exdates: r.exdates.clone(),
         }
     }
 }
@@ -202,6 +221,15 @@ pub struct TaskResponse {
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The series every instance of a recurring task shares; `null` if it never recurred.
+    pub series_id: Option<Uuid>,
+    /// The scheduled instant of this instance of its series.
+    pub occurrence: Option<DateTime<Utc>>,
+    /// Only in `GET /tasks/{id}`: the next three instances' scheduled instants if this one
+    /// were completed now (fewer when the series ends; empty when it has ended or the task
+    /// does not recur).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_occurrences: Option<Vec<DateTime<Utc>>>,
 }
 
 impl From<&Task> for TaskResponse {
@@ -220,6 +248,9 @@ impl From<&Task> for TaskResponse {
             completed_at: t.completed_at,
             created_at: t.created_at,
             updated_at: t.updated_at,
+            series_id: t.series.map(|s| s.id),
+            occurrence: t.series.map(|s| s.occurrence),
+            next_occurrences: None,
         }
     }
 }

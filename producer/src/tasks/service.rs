@@ -16,8 +16,8 @@ use taskflow_schemas::{
 use uuid::Uuid;
 
 use super::{
-    model::{Task, TaskResponse},
-    store,
+    model::{SeriesRef, Task, TaskResponse},
+    store::{self, SeriesEnd},
     validate::{apply_patch, compute_changes, parse_body, validate_create, PatchError},
 };
 use crate::{
@@ -140,10 +140,16 @@ pub async fn create(
 ) -> Result<WriteOutcome, ApiError> {
     let now = now_micros();
     let fields = validate_create(&body.value, now).map_err(ApiError::Validation)?;
+    let series = fields.recurrence.as_ref().map(|_| SeriesRef {
+        id: Uuid::now_v7(),
+        occurrence: series_anchor(fields.due_at, now),
+        index: 0,
+    });
     let task = Task {
         id: Uuid::now_v7(),
         user_id: writer.user_id,
         fields,
+        series,
         status: TaskStatus::Open,
         version: 1,
         completed_at: None,
@@ -158,6 +164,9 @@ pub async fn create(
             return replay_create(state, writer.user_id, idem).await;
         }
         record(&mut tx, writer.user_id, idem, StatusCode::CREATED, &task).await?;
+    }
+    if let Some(s) = task.series {
+        store::insert_series(&mut tx, s.id, task.user_id, s.occurrence).await?;
     }
     store::insert_task(&mut tx, &task).await?;
     let event = Event::TaskCreated(TaskCreated {
@@ -248,8 +257,10 @@ pub async fn update(
         tx.rollback().await?;
         return Ok(current);
     }
+    let series = update_series(&mut tx, &current, &fields, now).await?;
     let next = Task {
         fields,
+        series,
         version: current.version + 1,
         updated_at: now,
         ..current.clone()
@@ -264,6 +275,113 @@ pub async fn update(
     tx.commit().await?;
     state.outbox.wake();
     Ok(next)
+}
+
+/// The first instance's scheduled instant: its due date, or (from_completion without one)
+/// the creation, in whole seconds (the rule's resolution).
+fn series_anchor(due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    due_at.unwrap_or(now).trunc_subsecs(0)
+}
+
+/// What a PATCH does to the task's series, in the patch's transaction:
+///
+/// * recurrence added (or re-added after its series ended): a new series, this task its
+///   first instance;
+/// * recurrence removed: the series ends (`recurrence_removed`), no further instance;
+/// * rule, zone or mode changed: the series is re-anchored at this instance's occurrence, so
+///   the new rule applies from the next instance on (the worker reads the rule from the
+///   completion) and COUNT counts from here; exdates alone change nothing here.
+async fn update_series(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    current: &Task,
+    fields: &super::model::TaskFields,
+    now: DateTime<Utc>,
+) -> Result<Option<SeriesRef>, ApiError> {
+    let new_series = || SeriesRef {
+        id: Uuid::now_v7(),
+        occurrence: series_anchor(fields.due_at, now),
+        index: 0,
+    };
+    match (
+        &current.fields.recurrence,
+        &fields.recurrence,
+        current.series,
+    ) {
+        (_, None, Some(s)) => {
+            if current.fields.recurrence.is_some() {
+                store::end_series(tx, s.id, SeriesEnd::RecurrenceRemoved, now).await?;
+            }
+            Ok(Some(s))
+        }
+        (_, None, None) => Ok(None),
+        (old, Some(new), Some(s)) => {
+            let live = store::lock_series(tx, s.id)
+                .await?
+                .is_some_and(|row| row.ended_at.is_none());
+            if !live || old.is_none() {
+                let fresh = new_series();
+                store::insert_series(tx, fresh.id, current.user_id, fresh.occurrence).await?;
+                return Ok(Some(fresh));
+            }
+            let rule_changed = old
+                .as_ref()
+                .is_some_and(|o| o.rrule != new.rrule || o.tz != new.tz || o.mode != new.mode);
+            if rule_changed {
+                store::reanchor_series(tx, s.id, s.occurrence).await?;
+            }
+            Ok(Some(s))
+        }
+        (_, Some(_), None) => {
+            let fresh = new_series();
+            store::insert_series(tx, fresh.id, current.user_id, fresh.occurrence).await?;
+            Ok(Some(fresh))
+        }
+    }
+}
+
+/// The next three instances' scheduled instants if `task` were completed now (or at its
+/// completion, if it is completed); empty when it does not recur, its series has ended, or
+/// the rule cannot be evaluated.
+pub async fn next_occurrences(
+    state: &AppState,
+    task: &Task,
+    now: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, ApiError> {
+    let (Some(r), Some(s)) = (&task.fields.recurrence, task.series) else {
+        return Ok(Vec::new());
+    };
+    let Some(row) = store::get_series(&state.pool, s.id).await? else {
+        return Ok(Vec::new());
+    };
+    if row.ended_at.is_some() {
+        return Ok(Vec::new());
+    }
+    let (Ok(rule), Ok(zone)) = (
+        taskflow_calendar::Rule::parse(&r.rrule),
+        taskflow_calendar::zone(&r.tz),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let series = taskflow_calendar::Series {
+        schedule: taskflow_calendar::Schedule {
+            rule: &rule,
+            zone,
+            dtstart: row.dtstart,
+            exdates: &r.exdates,
+        },
+        mode: match r.mode {
+            taskflow_schemas::RecurrenceMode::FromDue => taskflow_calendar::Mode::FromDue,
+            taskflow_schemas::RecurrenceMode::FromCompletion => {
+                taskflow_calendar::Mode::FromCompletion
+            }
+        },
+    };
+    let done = taskflow_calendar::Completed {
+        occurrence: s.occurrence,
+        index: u32::try_from(s.index).unwrap_or(0),
+        completed_at: task.completed_at.unwrap_or(now),
+    };
+    Ok(series.upcoming(&done, now, 3).unwrap_or_default())
 }
 
 /// Locks the caller's task for this transaction (another user's task is a
@@ -360,16 +478,42 @@ pub async fn transition(
     Ok(WriteOutcome::Fresh(Box::new(next)))
 }
 
+/// What `DELETE /tasks/{id}` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteScope {
+    /// This task only.
+    #[default]
+    Instance,
+    /// This task, every other open instance of its series, and the series itself: no
+    /// further instance is created, even for a completion the recurrence worker has not
+    /// processed yet (it takes the series lock this holds, then finds the series ended).
+    Series,
+}
+
 /// Soft delete: the row stays (so versions stay monotonic) but reads 404.
 pub async fn delete(
     state: &AppState,
     writer: &Writer,
     id: Uuid,
     if_match: Option<&IfMatch>,
+    scope: DeleteScope,
 ) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
     let current = lock_current(&mut tx, writer, id, if_match).await?;
     let now = instant_after(current.updated_at);
+    if let (DeleteScope::Series, Some(series)) = (scope, current.series) {
+        // Lock order: this task, the series, the other instances by id. The recurrence
+        // worker locks the series and no task row (its foreign key check on the completed
+        // task takes FOR KEY SHARE, which our FOR NO KEY UPDATE does not block), so it
+        // cannot deadlock with this.
+        store::lock_series(&mut tx, series.id).await?;
+        store::end_series(&mut tx, series.id, SeriesEnd::Deleted, now).await?;
+        for other in
+            store::open_instances_for_update(&mut tx, writer.user_id, series.id, id).await?
+        {
+            soft_delete_in(&mut tx, state, writer, &other).await?;
+        }
+    }
     let gone = Task {
         version: current.version + 1,
         updated_at: now,
@@ -389,4 +533,28 @@ pub async fn delete(
     tx.commit().await?;
     state.outbox.wake();
     Ok(())
+}
+
+/// Soft-deletes `t` (already locked in `tx`) with its `TaskDeleted` event.
+async fn soft_delete_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    writer: &Writer,
+    t: &Task,
+) -> Result<(), ApiError> {
+    let now = instant_after(t.updated_at);
+    let gone = Task {
+        version: t.version + 1,
+        updated_at: now,
+        ..t.clone()
+    };
+    if !store::soft_delete(tx, &gone, t.version, now).await? {
+        return Err(ApiError::PreconditionFailed { current: t.version });
+    }
+    let event = Event::TaskDeleted(TaskDeleted {
+        metadata: metadata(&gone, writer, now),
+        deleted_at: now,
+        task: gone.snapshot(),
+    });
+    enqueue(tx, state, writer, &event).await
 }

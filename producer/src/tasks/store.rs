@@ -10,7 +10,7 @@ use taskflow_schemas::{Recurrence, ReminderSpec};
 use uuid::Uuid;
 
 use super::{
-    model::{parse_priority, parse_status, priority_str, status_str, Task, TaskFields},
+    model::{parse_priority, parse_status, priority_str, status_str, SeriesRef, Task, TaskFields},
     validate::{LikePattern, ListQuery},
 };
 
@@ -27,7 +27,8 @@ pub enum TaskStoreError {
 }
 
 const TASK_COLUMNS: &str = "id, user_id, title, description, status, due_at, priority, tags, \
-     recurrence, reminders, version, completed_at, created_at, updated_at";
+     recurrence, reminders, version, completed_at, created_at, updated_at, series_id, occurrence, \
+     series_index";
 
 #[derive(Debug, FromRow)]
 struct TaskRow {
@@ -45,6 +46,9 @@ struct TaskRow {
     completed_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    series_id: Option<Uuid>,
+    occurrence: Option<DateTime<Utc>>,
+    series_index: Option<i32>,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -72,6 +76,14 @@ impl TryFrom<TaskRow> for Task {
                 tags: r.tags,
                 recurrence: r.recurrence.map(|j| j.0),
                 reminders: r.reminders.0,
+            },
+            series: match (r.series_id, r.occurrence, r.series_index) {
+                (Some(id), Some(occurrence), Some(index)) => Some(SeriesRef {
+                    id,
+                    occurrence,
+                    index,
+                }),
+                _ => None,
             },
             status,
             version: r.version,
@@ -107,13 +119,17 @@ pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), TaskSt
     bind_columns(
         sqlx::query(
             "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
-         recurrence, reminders, version, completed_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         recurrence, reminders, version, completed_at, created_at, updated_at, series_id, \
+         occurrence, series_index) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         ),
         t,
     )
     .bind(t.created_at)
     .bind(t.updated_at)
+    .bind(t.series.map(|s| s.id))
+    .bind(t.series.map(|s| s.occurrence))
+    .bind(t.series.map(|s| s.index))
     .execute(conn)
     .await?;
     Ok(())
@@ -139,6 +155,12 @@ pub async fn get_task<'e>(
 
 /// Like [`get_task`], and locks the row until the transaction ends so the
 /// version check and the update cannot interleave with another writer.
+///
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: the API never changes a task's id, and this
+/// lock does not block the `FOR KEY SHARE` that a foreign key check takes. The recurrence
+/// worker inserts the next instance (`previous_task_id` references the completed task)
+/// while holding its series lock; with `FOR UPDATE` here, a request holding the task and
+/// waiting for the series (PATCH of the rule, DELETE ?scope=series) would deadlock with it.
 pub async fn get_task_for_update(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -146,7 +168,7 @@ pub async fn get_task_for_update(
 ) -> Result<Option<Task>, TaskStoreError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks \
-         WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE"
+         WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR NO KEY UPDATE"
     );
     let row: Option<TaskRow> = sqlx::query_as(&sql)
         .bind(id)
@@ -166,11 +188,14 @@ pub async fn update_task(
     let done = bind_columns(sqlx::query(
         "UPDATE tasks SET title = $3, description = $4, status = $5, due_at = $6, priority = $7, \
          tags = $8, recurrence = $9, reminders = $10, version = $11, completed_at = $12, \
-         updated_at = $13 \
+         updated_at = $13, series_id = $15, occurrence = $16, series_index = $17 \
          WHERE id = $1 AND user_id = $2 AND version = $14 AND deleted_at IS NULL",
     ), t)
     .bind(t.updated_at)
     .bind(expected_version)
+    .bind(t.series.map(|s| s.id))
+    .bind(t.series.map(|s| s.occurrence))
+    .bind(t.series.map(|s| s.index))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -194,6 +219,124 @@ pub async fn soft_delete(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A series row as the API needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct SeriesRow {
+    pub dtstart: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// Why a series ends (`series.end_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesEnd {
+    /// `DELETE /tasks/{id}?scope=series`.
+    Deleted,
+    /// A PATCH set `recurrence` to null.
+    RecurrenceRemoved,
+}
+
+impl SeriesEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            SeriesEnd::Deleted => "deleted",
+            SeriesEnd::RecurrenceRemoved => "recurrence_removed",
+        }
+    }
+}
+
+pub async fn insert_series(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user_id: Uuid,
+    dtstart: DateTime<Utc>,
+) -> Result<(), TaskStoreError> {
+    sqlx::query("INSERT INTO series (id, user_id, dtstart) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(user_id)
+        .bind(dtstart)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn get_series<'e>(
+    ex: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<SeriesRow>, TaskStoreError> {
+    Ok(
+        sqlx::query_as("SELECT dtstart, ended_at FROM series WHERE id = $1")
+            .bind(id)
+            .fetch_optional(ex)
+            .await?,
+    )
+}
+
+/// Locks the series row until the transaction ends: the recurrence worker takes the same
+/// lock before it creates an instance, so ending a series and creating its next instance
+/// never interleave.
+pub async fn lock_series(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<SeriesRow>, TaskStoreError> {
+    Ok(
+        sqlx::query_as("SELECT dtstart, ended_at FROM series WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub async fn end_series(
+    conn: &mut PgConnection,
+    id: Uuid,
+    reason: SeriesEnd,
+    at: DateTime<Utc>,
+) -> Result<(), TaskStoreError> {
+    sqlx::query(
+        "UPDATE series SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(reason.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Re-anchors a series (a PATCH changed its rule): COUNT and the time of day count from here.
+pub async fn reanchor_series(
+    conn: &mut PgConnection,
+    id: Uuid,
+    dtstart: DateTime<Utc>,
+) -> Result<(), TaskStoreError> {
+    sqlx::query("UPDATE series SET dtstart = $2 WHERE id = $1")
+        .bind(id)
+        .bind(dtstart)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The other open, live instances of a series, locked, in id order (a fixed lock order).
+pub async fn open_instances_for_update(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    series_id: Uuid,
+    except: Uuid,
+) -> Result<Vec<Task>, TaskStoreError> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE series_id = $1 AND user_id = $2 AND id <> $3 \
+         AND status = 'open' AND deleted_at IS NULL ORDER BY id FOR NO KEY UPDATE"
+    );
+    let rows: Vec<TaskRow> = sqlx::query_as(&sql)
+        .bind(series_id)
+        .bind(user_id)
+        .bind(except)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter().map(Task::try_from).collect()
 }
 
 /// One page in (created_at, id) order; fetches `limit + 1` rows so the

@@ -198,4 +198,19 @@ async fn openapi_document_is_exact_where_clients_rely_on_it() {
     ] {
         param(path, method, "Idempotency-Key");
     }
+    // Recurrence: DELETE's scope, and a body without due_at admits only from_completion.
+    assert_eq!(
+        param("/tasks/{id}", "delete", "scope")["schema"]["enum"],
+        serde_json::json!(["instance", "series"])
+    );
+    let from_completion = &schemas["RecurrenceFromCompletionRequest"];
+    assert_eq!(from_completion["additionalProperties"], false);
+    assert_eq!(
+        from_completion["properties"]["mode"]["const"],
+        "from_completion"
+    );
+    assert_eq!(
+        schemas["RecurrenceRequest"]["properties"]["exdates"]["maxItems"],
+        100
+    );
 }

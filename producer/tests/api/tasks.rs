@@ -43,7 +43,14 @@ async fn lifecycle_versions_etags_and_outbox_events() {
     let r = app.get_task(&token, &id).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(etag(&r), "\"1\"");
-    let fetched: Value = r.json().await.unwrap();
+    let mut fetched: Value = r.json().await.unwrap();
+    // GET /tasks/{id} adds the computed next occurrences; the rest is the create's answer.
+    let next = fetched
+        .as_object_mut()
+        .unwrap()
+        .remove("next_occurrences")
+        .unwrap();
+    assert_eq!(next.as_array().unwrap().len(), 3, "{next}");
     assert_eq!(
         fetched, task,
         "a read returns exactly what the create answered"
@@ -322,4 +329,98 @@ async fn create_sets_location_and_defaults() {
     assert_eq!(t["reminders"], json!([]));
     assert_eq!(t["recurrence"], Value::Null);
     assert_eq!(t["created_at"], t["updated_at"]);
+}
+
+#[tokio::test]
+async fn recurring_tasks_show_their_series_and_next_occurrences() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user().await;
+
+    // from_due needs a due date: 422 on create, nothing written.
+    let r = app
+        .create_task(
+            &token,
+            json!({"title": "t", "recurrence": {"rrule": "FREQ=DAILY", "tz": "UTC"}}),
+        )
+        .await;
+    let p = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&p), ["due_at"]);
+    app.assert_nothing_written().await;
+
+    let t = app
+        .create_ok(
+            &token,
+            json!({"title": "Stand-up", "due_at": "2026-03-27T09:00:00+01:00",
+                   "recurrence": {"rrule": "FREQ=WEEKLY;BYDAY=FR", "tz": "Europe/Berlin",
+                                  "exdates": ["2026-04-03T09:00:00+02:00"]}}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap();
+    assert!(t["series_id"].is_string());
+    assert_eq!(t["occurrence"], "2026-03-27T08:00:00Z");
+    assert_eq!(t["recurrence"]["exdates"], json!(["2026-04-03T07:00:00Z"]));
+    let got: Value = app.get_task(&token, id).await.json().await.unwrap();
+    // 09:00 Berlin across the DST change, the exdate skipped. The occurrence is in the past
+    // (these dates are before the test runs), so they follow "now" in from_due mode.
+    let next: Vec<&str> = got["next_occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(next.len(), 3, "{got}");
+    for n in &next {
+        let t = chrono::DateTime::parse_from_rfc3339(n).unwrap();
+        assert!(t > chrono::Utc::now(), "{n} is in the future");
+        let berlin = t.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!(berlin.format("%a %H:%M").to_string(), "Fri 09:00", "{n}");
+    }
+
+    // A patch that would leave a from_due recurrence without due_at: 409.
+    let r = app
+        .patch_task(&token, id, json!({"due_at": null}), None)
+        .await;
+    let p = assert_problem(r, StatusCode::CONFLICT).await;
+    assert_eq!(error_fields(&p), ["due_at"]);
+
+    // A task without recurrence has no series and no next occurrences.
+    let plain = app.create_ok(&token, json!({"title": "once"})).await;
+    assert_eq!(plain["series_id"], Value::Null);
+    let got: Value = app
+        .get_task(&token, plain["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["next_occurrences"], json!([]));
+
+    // scope is instance or series; anything else is a 422.
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/tasks/{id}?scope=all"),
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&p), ["scope"]);
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/tasks/{id}?scope=series"),
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let ended: Option<String> =
+        sqlx::query_scalar("SELECT end_reason FROM series WHERE id = $1::uuid")
+            .bind(t["series_id"].as_str().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(ended.as_deref(), Some("deleted"));
 }

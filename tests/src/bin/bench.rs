@@ -40,9 +40,15 @@
 //! `audit-rss [EVENTS] [DESCRIPTION_BYTES]`: the audit worker's peak RSS with 12
 //! partitions of backlog, bounded prefetch versus librdkafka's defaults (see `bench/rss.rs`).
 //!
+//! `recurrence [SECONDS]`: completion -> next instance latency, p50/p99, at 50 and 500
+//! completions/s for SECONDS each (default 10), next to a plain rdkafka produce -> consume at
+//! the same rate on the same broker (see `bench/recurrence.rs` for what is timed).
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+#[path = "bench/recurrence.rs"]
+mod recurrence;
 #[path = "bench/relay.rs"]
 mod relay;
 #[path = "bench/rss.rs"]
@@ -89,6 +95,10 @@ async fn main() -> anyhow::Result<()> {
         "audit" => bench_audit(&brokers, n).await,
         "relay" => relay::bench_relay(&brokers, n, rate.unwrap_or(200.0)).await,
         "txn-probe" => relay::probe_transactions(&brokers).await,
+        "recurrence" => {
+            let secs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
+            recurrence::bench_recurrence(&brokers, secs).await
+        }
         "audit-rss" => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);
             let bytes: usize = args
@@ -100,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         }
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}; expected: api, audit, relay, txn-probe or audit-rss"
+                "unknown benchmark {other:?}; expected: api, audit, relay, txn-probe, audit-rss or recurrence"
             )
         }
     }

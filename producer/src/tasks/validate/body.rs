@@ -217,8 +217,20 @@ pub fn check_fields(f: &TaskFields, now: DateTime<Utc>) -> Result<(), Vec<FieldE
         }
     }
     if let Some(r) = &f.recurrence {
-        if let Err(e) = check_rrule(&r.rrule, &r.tz, f.due_at, now) {
+        let rule = check_rrule(&r.rrule, &r.tz, f.due_at, now);
+        let rule_ok = rule.is_ok();
+        if let Err(e) = rule {
             errors.push(FieldError::new("recurrence.rrule", e));
+        }
+        // The next instance follows the previous one's scheduled instant: without a due date
+        // there is none. On create this is a 422; a patch that would leave a from_due task
+        // without due_at meets the task's state and is a 409 (see `apply_patch`). Checked
+        // once the rule itself is valid, so a bad rule gets one error, not two.
+        if rule_ok && r.mode == taskflow_schemas::RecurrenceMode::FromDue && f.due_at.is_none() {
+            errors.push(FieldError::new(
+                "due_at",
+                "a recurring task in from_due mode needs due_at (or use mode from_completion)",
+            ));
         }
     }
     if errors.is_empty() {
@@ -341,7 +353,13 @@ mod tests {
             &json!({"title": "a", "recurrence": {"rrule": "FREQ=DAILY", "tz": "UTC", "mode": "from_completion"}}),
             now()
         )
-        .is_ok());
+        .is_ok()); // from_due needs a due date to follow.
+        let e = validate_create(
+            &json!({"title": "a", "recurrence": {"rrule": "FREQ=DAILY", "tz": "UTC"}}),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(fields_of(&e), ["due_at"]);
     }
 
     #[test]

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskflow_schemas::{Recurrence, RecurrenceMode};
 
-use super::text::reject_nul;
+use super::{instant::parse_instant, text::reject_nul};
 use crate::problem::FieldError;
 
 pub const RRULE_MAX_CHARS: usize = 1_000;
+/// Most skipped occurrences on one recurrence object.
+pub const MAX_EXDATES: usize = 100;
 
 /// An RRULE value (no `RRULE:` prefix), one line, 1 to [`RRULE_MAX_CHARS`]
 /// characters, no NUL. Whether the rule itself parses depends on its anchor
@@ -91,7 +93,7 @@ pub fn parse_recurrence(v: &Value) -> Result<Option<Recurrence>, Vec<FieldError>
     };
     let mut errors = Vec::new();
     for key in obj.keys() {
-        if !["rrule", "tz", "mode"].contains(&key.as_str()) {
+        if !["rrule", "tz", "mode", "exdates"].contains(&key.as_str()) {
             errors.push(FieldError::new(
                 format!("recurrence.{key}"),
                 "unknown field",
@@ -142,14 +144,45 @@ pub fn parse_recurrence(v: &Value) -> Result<Option<Recurrence>, Vec<FieldError>
             None
         }
     };
+    let exdates = match parse_exdates(obj.get("exdates")) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(FieldError::new("recurrence.exdates", e));
+            Vec::new()
+        }
+    };
     match (rrule, tz, mode) {
         (Some(rrule), Some(tz), Some(mode)) if errors.is_empty() => Ok(Some(Recurrence {
             rrule: rrule.into_string(),
             tz: tz.name,
             mode,
+            exdates,
         })),
         _ => Err(errors),
     }
+}
+
+/// `exdates`: absent, null or an array of at most [`MAX_EXDATES`] RFC 3339 instants; stored
+/// sorted and de-duplicated. An occurrence is skipped when its instant equals one of them.
+fn parse_exdates(v: Option<&Value>) -> Result<Vec<DateTime<Utc>>, String> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err("must be an array of RFC 3339 timestamps or null".to_owned()),
+    };
+    if items.len() > MAX_EXDATES {
+        return Err(format!("at most {MAX_EXDATES} exdates"));
+    }
+    let mut out = items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) => parse_instant(s),
+            _ => Err("must be an array of RFC 3339 timestamps".to_owned()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Parses the rule with the `rrule` crate, anchored where the recurrence
@@ -182,7 +215,11 @@ pub fn check_rrule(
     format!("{dtstart}\nRRULE:{rrule}")
         .parse::<rrule::RRuleSet>()
         .map(|_| ())
-        .map_err(|e| format!("invalid RRULE: {e}"))
+        .map_err(|e| format!("invalid RRULE: {e}"))?;
+    // And as the recurrence worker evaluates it (COUNT and UNTIL apart, see taskflow-calendar).
+    taskflow_calendar::Rule::parse(rrule)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn anchor_bound(year: i32, month: u32, day: u32) -> DateTime<Utc> {
@@ -288,5 +325,27 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(r.mode, RecurrenceMode::FromCompletion);
+    }
+
+    #[test]
+    fn exdates_are_sorted_deduplicated_and_bounded() {
+        let r = parse_recurrence(&json!({"rrule": "FREQ=DAILY", "tz": "UTC",
+            "exdates": ["2026-12-02T09:00:00+01:00", "2026-12-01T08:00:00Z", "2026-12-02T08:00:00Z"]}))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.exdates.len(), 2);
+        assert!(r.exdates[0] < r.exdates[1]);
+        let e = parse_recurrence(
+            &json!({"rrule": "FREQ=DAILY", "tz": "UTC", "exdates": ["2026-12-01T09:00:00"]}),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field, "recurrence.exdates");
+        let many: Vec<String> = (0..=MAX_EXDATES)
+            .map(|i| format!("2026-12-01T09:{:02}:{:02}Z", i / 60, i % 60))
+            .collect();
+        assert!(
+            parse_recurrence(&json!({"rrule": "FREQ=DAILY", "tz": "UTC", "exdates": many}))
+                .is_err()
+        );
     }
 }
