@@ -44,6 +44,19 @@ pub async fn serve(
         .await
 }
 
+/// Binds `addr` and serves the admin routes on a task of their own until `shutdown`; the bind
+/// happens before this returns, so a port in use fails start-up rather than the task.
+pub async fn spawn(
+    addr: std::net::SocketAddr,
+    registry: prometheus::Registry,
+    ready: ReadyCheck,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "admin server listening");
+    Ok(tokio::spawn(serve(listener, registry, ready, shutdown)))
+}
+
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut buf) {

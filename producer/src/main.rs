@@ -47,15 +47,9 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| format!("database: {e}"))
         })
     });
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+    let admin = taskflow_infra::admin::spawn(admin_addr, registry.clone(), ready, shutdown.clone())
         .await
         .with_context(|| format!("binding the admin server on {admin_addr}"))?;
-    let admin = tokio::spawn(taskflow_infra::admin::serve(
-        admin_listener,
-        registry.clone(),
-        ready,
-        shutdown.clone(),
-    ));
 
     // The relay runs beside the API: the API only writes PostgreSQL, so it
     // keeps answering while the broker or the registry is down.

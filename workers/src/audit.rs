@@ -101,10 +101,7 @@ impl Handler for AuditHandler {
 
 impl From<AuditStoreError> for HandlerError {
     fn from(e: AuditStoreError) -> Self {
-        match e.class {
-            ErrorClass::Transient => HandlerError::Transient(e.to_string()),
-            ErrorClass::Permanent => HandlerError::Permanent(e.to_string()),
-        }
+        e.class.handler_error(e.to_string())
     }
 }
 

@@ -54,7 +54,6 @@ use taskflow_schemas::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::store::ErrorClass;
 use crate::runtime::{
     self, Decoded, Decoder, Handler, HandlerError, RuntimeError, RuntimeSettings, SettingsError,
     WorkerHandle,
@@ -325,10 +324,7 @@ impl Handler for RecurrenceHandler {
 
 impl From<RecurrenceStoreError> for HandlerError {
     fn from(e: RecurrenceStoreError) -> Self {
-        match e.class {
-            ErrorClass::Transient => HandlerError::Transient(e.to_string()),
-            ErrorClass::Permanent => HandlerError::Permanent(e.to_string()),
-        }
+        e.class.handler_error(e.to_string())
     }
 }
 

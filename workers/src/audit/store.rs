@@ -18,6 +18,16 @@ pub enum ErrorClass {
     Permanent,
 }
 
+impl ErrorClass {
+    /// The runtime's verdict for a failure of this class: retried, or dead-lettered.
+    pub fn handler_error(self, reason: String) -> crate::runtime::HandlerError {
+        match self {
+            ErrorClass::Transient => crate::runtime::HandlerError::Transient(reason),
+            ErrorClass::Permanent => crate::runtime::HandlerError::Permanent(reason),
+        }
+    }
+}
+
 /// Classifies a SQLSTATE. Only integrity-constraint (class 23) and data (class 22) errors are
 /// permanent; everything else may heal, and wrongly calling it permanent would dead-letter
 /// a good event.

@@ -90,11 +90,9 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| format!("database: {e}"))
         })
     });
-    let listener = tokio::net::TcpListener::bind(admin_addr)
+    let admin = admin::spawn(admin_addr, registry, ready, shutdown.clone())
         .await
         .with_context(|| format!("binding the admin port {admin_addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "admin server listening");
-    let admin = tokio::spawn(admin::serve(listener, registry, ready, shutdown.clone()));
 
     let result = worker.join().await;
     // A fatal worker error also stops the relay and the admin server.
