@@ -65,13 +65,63 @@ pub struct Recurrence {
     pub exdates: Vec<DateTime<Utc>>,
 }
 
-/// Exactly one of the two fields is `Some` (checked at the API edge, not here).
+/// Exactly one of `before_seconds` and `at` is `Some` (checked at the API edge, not here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReminderSpec {
     #[serde(default)]
     pub before_seconds: Option<i64>,
     #[serde(default, with = "micros_opt")]
     pub at: Option<DateTime<Utc>>,
+    /// Stable id within the task (schema v3; `None` only in events written before it).
+    #[serde(default, with = "uuid_opt")]
+    pub id: Option<Uuid>,
+    /// A snooze moved the reminder here (schema v3).
+    #[serde(default, with = "micros_opt")]
+    pub snoozed_until: Option<DateTime<Utc>>,
+}
+
+impl ReminderSpec {
+    /// A relative reminder with no id (tests, and the API before it assigns one).
+    pub fn before(seconds: i64) -> Self {
+        Self {
+            before_seconds: Some(seconds),
+            at: None,
+            id: None,
+            snoozed_until: None,
+        }
+    }
+
+    /// An absolute reminder with no id.
+    pub fn at(instant: DateTime<Utc>) -> Self {
+        Self {
+            before_seconds: None,
+            at: Some(instant),
+            id: None,
+            snoozed_until: None,
+        }
+    }
+
+    /// Same rule (`before`/`at`), whatever the id and snooze.
+    pub fn same_rule(&self, other: &ReminderSpec) -> bool {
+        self.before_seconds == other.before_seconds && self.at == other.at
+    }
+
+    /// The instant its rule names for a task due at `due_at`, ignoring a snooze; `None` for
+    /// a relative reminder without a due date (or out of range).
+    pub fn rule_instant(&self, due_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        match (self.at, self.before_seconds) {
+            (Some(at), _) => Some(at),
+            (None, Some(before)) => {
+                due_at?.checked_sub_signed(chrono::TimeDelta::try_seconds(before)?)
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// When it fires: the snooze if there is one, else [`ReminderSpec::rule_instant`].
+    pub fn fire_instant(&self, due_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        self.snoozed_until.or_else(|| self.rule_instant(due_at))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,13 +202,31 @@ pub struct TaskDeleted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReminderDue {
     pub metadata: EventMetadata,
-    /// Stable key of the reminder occurrence.
+    /// Stable key of the reminder occurrence: `<reminder id>@<fire_at micros>`.
     pub reminder_key: String,
+    /// The instant it was scheduled for.
     #[serde(with = "micros")]
     pub fire_at: DateTime<Utc>,
     #[serde(default, with = "micros_opt")]
     pub due_at: Option<DateTime<Utc>>,
     pub title: String,
+    /// The reminder's stable id (schema v2).
+    #[serde(default, with = "uuid_opt")]
+    pub reminder_id: Option<Uuid>,
+    /// When it fired (schema v2); `fired_at - fire_at` is its lateness.
+    #[serde(default, with = "micros_opt")]
+    pub fired_at: Option<DateTime<Utc>>,
+}
+
+/// A reminder was snoozed: it fires at `snoozed_until` (also in the snapshot's reminder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderSnoozed {
+    pub metadata: EventMetadata,
+    #[serde(with = "uuid_str")]
+    pub reminder_id: Uuid,
+    #[serde(with = "micros")]
+    pub snoozed_until: DateTime<Utc>,
+    pub task: TaskSnapshot,
 }
 
 /// The kind of an event; one Avro record per kind.
@@ -170,25 +238,29 @@ pub enum EventType {
     TaskReopened,
     TaskDeleted,
     ReminderDue,
+    ReminderSnoozed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::TaskCreated,
         EventType::TaskUpdated,
         EventType::TaskCompleted,
         EventType::TaskReopened,
         EventType::TaskDeleted,
         EventType::ReminderDue,
+        EventType::ReminderSnoozed,
     ];
 
-    /// The records of `taskflow.task-events` (everything the API's outbox publishes).
-    pub const TASK_LIFECYCLE: [EventType; 5] = [
+    /// The records of `taskflow.task-events` (everything the API's outbox publishes): each
+    /// changes the task and carries its snapshot and next version.
+    pub const TASK_LIFECYCLE: [EventType; 6] = [
         EventType::TaskCreated,
         EventType::TaskUpdated,
         EventType::TaskCompleted,
         EventType::TaskReopened,
         EventType::TaskDeleted,
+        EventType::ReminderSnoozed,
     ];
 
     /// The Kafka `event_type` header and `outbox.event_type` value; also the Avro record name.
@@ -200,6 +272,7 @@ impl EventType {
             EventType::TaskReopened => "TaskReopened",
             EventType::TaskDeleted => "TaskDeleted",
             EventType::ReminderDue => "ReminderDue",
+            EventType::ReminderSnoozed => "ReminderSnoozed",
         }
     }
 
@@ -212,6 +285,7 @@ impl EventType {
             EventType::TaskReopened => "com.taskflow.events.TaskReopened",
             EventType::TaskDeleted => "com.taskflow.events.TaskDeleted",
             EventType::ReminderDue => "com.taskflow.events.ReminderDue",
+            EventType::ReminderSnoozed => "com.taskflow.events.ReminderSnoozed",
         }
     }
 
@@ -239,6 +313,7 @@ pub enum Event {
     TaskReopened(TaskReopened),
     TaskDeleted(TaskDeleted),
     ReminderDue(ReminderDue),
+    ReminderSnoozed(ReminderSnoozed),
 }
 
 impl Event {
@@ -250,6 +325,7 @@ impl Event {
             Event::TaskReopened(e) => &e.metadata,
             Event::TaskDeleted(e) => &e.metadata,
             Event::ReminderDue(e) => &e.metadata,
+            Event::ReminderSnoozed(e) => &e.metadata,
         }
     }
 
@@ -261,6 +337,20 @@ impl Event {
             Event::TaskReopened(_) => EventType::TaskReopened,
             Event::TaskDeleted(_) => EventType::TaskDeleted,
             Event::ReminderDue(_) => EventType::ReminderDue,
+            Event::ReminderSnoozed(_) => EventType::ReminderSnoozed,
+        }
+    }
+
+    /// The task after the change, for the events of `taskflow.task-events`.
+    pub fn snapshot(&self) -> Option<&TaskSnapshot> {
+        match self {
+            Event::TaskCreated(e) => Some(&e.task),
+            Event::TaskUpdated(e) => Some(&e.task),
+            Event::TaskCompleted(e) => Some(&e.task),
+            Event::TaskReopened(e) => Some(&e.task),
+            Event::TaskDeleted(e) => Some(&e.task),
+            Event::ReminderSnoozed(e) => Some(&e.task),
+            Event::ReminderDue(_) => None,
         }
     }
 

@@ -46,10 +46,14 @@ pub fn snapshot() -> TaskSnapshot {
             ReminderSpec {
                 before_seconds: Some(3_600),
                 at: None,
+                id: Some(Uuid::from_u128(0x44)),
+                snoozed_until: Some(at(83_000, 250)),
             },
             ReminderSpec {
                 before_seconds: None,
                 at: Some(at(80_000, 0)),
+                id: Some(Uuid::from_u128(0x45)),
+                snoozed_until: None,
             },
         ],
         completed_at: Some(at(90_000, 999_999)),
@@ -100,10 +104,18 @@ pub fn example(event_type: EventType) -> Event {
         }),
         EventType::ReminderDue => Event::ReminderDue(ReminderDue {
             metadata: metadata(6),
-            reminder_key: "22:before:3600".to_owned(),
+            reminder_key: "00000000-0000-0000-0000-000000000044@1767309000000000".to_owned(),
             fire_at: at(82_800, 0),
             due_at: Some(at(86_400, 1)),
             title: "Water the plants".to_owned(),
+            reminder_id: Some(Uuid::from_u128(0x44)),
+            fired_at: Some(at(82_800, 12_345)),
+        }),
+        EventType::ReminderSnoozed => Event::ReminderSnoozed(ReminderSnoozed {
+            metadata: metadata(7),
+            reminder_id: Uuid::from_u128(0x44),
+            snoozed_until: at(83_000, 250),
+            task,
         }),
     }
 }

@@ -37,6 +37,7 @@ pub fn source(event_type: EventType) -> &'static str {
         EventType::TaskReopened => include_str!("../avro/TaskReopened.avsc"),
         EventType::TaskDeleted => include_str!("../avro/TaskDeleted.avsc"),
         EventType::ReminderDue => include_str!("../avro/ReminderDue.avsc"),
+        EventType::ReminderSnoozed => include_str!("../avro/ReminderSnoozed.avsc"),
     }
 }
 

@@ -98,6 +98,7 @@ pub(crate) fn write_event(
         Event::TaskReopened(e) => writer.write_ser(buf, e),
         Event::TaskDeleted(e) => writer.write_ser(buf, e),
         Event::ReminderDue(e) => writer.write_ser(buf, e),
+        Event::ReminderSnoozed(e) => writer.write_ser(buf, e),
     }
 }
 
@@ -109,6 +110,7 @@ pub(crate) fn to_event(event_type: EventType, value: &Value) -> Result<Event, Co
         EventType::TaskReopened => Event::TaskReopened(from_value(value)?),
         EventType::TaskDeleted => Event::TaskDeleted(from_value(value)?),
         EventType::ReminderDue => Event::ReminderDue(from_value(value)?),
+        EventType::ReminderSnoozed => Event::ReminderSnoozed(from_value(value)?),
     })
 }
 
@@ -152,6 +154,7 @@ mod tests {
                 Event::TaskReopened(e) => apache_avro::to_value(e),
                 Event::TaskDeleted(e) => apache_avro::to_value(e),
                 Event::ReminderDue(e) => apache_avro::to_value(e),
+                Event::ReminderSnoozed(e) => apache_avro::to_value(e),
             }
             .and_then(|v| v.resolve(schema))
             .expect("resolves");

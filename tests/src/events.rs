@@ -139,6 +139,7 @@ pub fn versioned(kind: taskflow_schemas::EventType, task: Uuid, version: i64) ->
         Event::TaskReopened(x) => &mut x.metadata,
         Event::TaskDeleted(x) => &mut x.metadata,
         Event::ReminderDue(x) => &mut x.metadata,
+        Event::ReminderSnoozed(x) => &mut x.metadata,
     };
     m.event_id = Uuid::now_v7();
     m.task_id = task;

@@ -27,3 +27,42 @@ pub async fn wait_for_gauge(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The sum of counter `name` over its series whose labels include every pair of `labels`
+/// (0 when absent).
+pub fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// Waits until counter `name` (series matching `labels`) reaches `at_least`; panics after
+/// `timeout`.
+pub async fn wait_for_counter(
+    registry: &prometheus::Registry,
+    name: &str,
+    labels: &[(&str, &str)],
+    at_least: f64,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    while counter(registry, name, labels) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} never reached {at_least} (is {})",
+            counter(registry, name, labels)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -173,21 +173,11 @@ impl Setup {
 }
 
 fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    taskflow_tests::metrics::counter(registry, name, &[])
 }
 
 async fn wait_for_counter(registry: &prometheus::Registry, name: &str, at_least: f64) {
-    let deadline = Instant::now() + WAIT;
-    while counter(registry, name) < at_least {
-        assert!(Instant::now() < deadline, "{name} never reached {at_least}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    taskflow_tests::metrics::wait_for_counter(registry, name, &[], at_least, WAIT).await
 }
 
 fn instant(v: &Value) -> DateTime<Utc> {

@@ -273,6 +273,8 @@ mod tests {
             fire_at: meta.occurred_at,
             due_at: None,
             title: "t".to_owned(),
+            reminder_id: None,
+            fired_at: None,
         });
         let row = audit_row(&decoded(event, topics::REMINDERS)).unwrap();
         assert_eq!(row.event_type, "ReminderDue");

@@ -5,6 +5,9 @@
 //! * [`audit`]: the audit worker (`taskflow-audit`) and its replay (`taskflow-audit-replay`).
 //! * [`recurrence`]: the recurrence worker (`taskflow-recurrence`): the next instance of a
 //!   recurring task when one is completed, once per occurrence.
+//! * [`reminders`]: the reminders worker (`taskflow-reminders`): durable reminder timers,
+//!   each fired once as `ReminderDue`.
+//! * [`db`]: how the stores classify PostgreSQL errors (retry or dead-letter).
 //!
 //! Test hooks: [`runtime::spawn`] and [`audit::spawn_audit_worker`] start a worker in-process
 //! and return a [`runtime::WorkerHandle`] (`stop().await`, `probe()`); [`runtime::Decoder`]
@@ -13,5 +16,7 @@
 //! runs a replay to completion and returns a report.
 
 pub mod audit;
+pub mod db;
 pub mod recurrence;
+pub mod reminders;
 pub mod runtime;

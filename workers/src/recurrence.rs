@@ -207,9 +207,11 @@ pub fn plan(
             .reminders
             .iter()
             .filter(|r| r.before_seconds.is_some())
+            // Same id: the reminder of the series keeps its identity; a snooze was of the
+            // completed instance only.
             .map(|r| ReminderSpec {
-                before_seconds: r.before_seconds,
-                at: None,
+                snoozed_until: None,
+                ..r.clone()
             })
             .collect(),
         completed_at: None,
@@ -458,14 +460,8 @@ mod tests {
                     exdates: vec![],
                 }),
                 reminders: vec![
-                    ReminderSpec {
-                        before_seconds: Some(900),
-                        at: None,
-                    },
-                    ReminderSpec {
-                        before_seconds: None,
-                        at: Some(due),
-                    },
+                    ReminderSpec::before(900),
+                    ReminderSpec::at(due),
                 ],
                 completed_at: Some(at(completed)),
                 created_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),

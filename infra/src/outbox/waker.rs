@@ -23,9 +23,10 @@ use std::{
 };
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::NOTIFY_CHANNEL;
+use crate::notify::CoalescedNotify;
 
 #[derive(Debug)]
 struct Inner {
@@ -35,8 +36,7 @@ struct Inner {
     /// True while this process's relay holds the lock: then no `NOTIFY` is
     /// needed at all.
     leader_here: AtomicBool,
-    /// Capacity 1: wakes while a `NOTIFY` is pending collapse into it.
-    remote: mpsc::Sender<()>,
+    remote: CoalescedNotify,
 }
 
 /// Cheap to clone; one per process, shared by every writer and the relay.
@@ -53,13 +53,11 @@ impl OutboxWaker {
     /// notifying task, which ends when the last clone is dropped. Must be
     /// called inside a Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(send_notifies(pool, rx));
         Self {
             inner: Arc::new(Inner {
                 local: Notify::new(),
                 leader_here: AtomicBool::new(false),
-                remote: tx,
+                remote: CoalescedNotify::spawn(pool, NOTIFY_CHANNEL, Self::COALESCE),
             }),
         }
     }
@@ -68,8 +66,7 @@ impl OutboxWaker {
     pub fn wake(&self) {
         self.inner.local.notify_one();
         if !self.inner.leader_here.load(Ordering::Acquire) {
-            // Full means a NOTIFY is already pending: it covers this commit too.
-            let _ = self.inner.remote.try_send(());
+            self.inner.remote.send();
         }
     }
 
@@ -81,19 +78,5 @@ impl OutboxWaker {
     /// if one happened since the last call).
     pub(crate) async fn woken(&self) {
         self.inner.local.notified().await;
-    }
-}
-
-async fn send_notifies(pool: PgPool, mut rx: mpsc::Receiver<()>) {
-    while rx.recv().await.is_some() {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&pool)
-            .await
-        {
-            // The relay's idle poll picks the rows up anyway.
-            tracing::debug!(error = %e, "outbox NOTIFY not sent");
-        }
-        tokio::time::sleep(OutboxWaker::COALESCE).await;
     }
 }

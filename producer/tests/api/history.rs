@@ -106,6 +106,8 @@ fn reminder(user_id: Uuid, task_id: Uuid, version: i64, occurred_at: DateTime<Ut
         fire_at: occurred_at,
         due_at: None,
         title: "reminded".into(),
+        reminder_id: None,
+        fired_at: None,
     })
 }
 
@@ -192,6 +194,8 @@ async fn history_lists_events_in_version_order_with_field_changes() {
             fire_at: Utc::now().trunc_subsecs(6),
             due_at: None,
             title: "Final".into(),
+            reminder_id: None,
+            fired_at: None,
         }),
     )
     .await;

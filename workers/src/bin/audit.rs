@@ -12,11 +12,10 @@
 //! committing that message), so the supervisor restarts the process.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus::Registry;
-use taskflow_infra::admin::{self, ReadyCheck};
+use taskflow_infra::admin;
 use taskflow_infra::config::env_or;
 use taskflow_workers::audit::{self, AuditSettings};
 
@@ -40,21 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let worker =
         audit::spawn_audit_worker(settings, pool.clone(), codec, &registry, shutdown.clone())?;
 
-    let probe = worker.probe();
-    let ready: ReadyCheck = Arc::new(move || {
-        let pool = pool.clone();
-        let probe = probe.clone();
-        Box::pin(async move {
-            if !probe.is_running() {
-                return Err("consumer not running".to_owned());
-            }
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("database: {e}"))
-        })
-    });
+    let ready = taskflow_workers::runtime::readiness(worker.probe(), pool, None);
     let admin = admin::spawn(admin_addr, registry, ready, shutdown.clone())
         .await
         .with_context(|| format!("binding the admin port {admin_addr}"))?;

@@ -13,11 +13,10 @@
 //! commit); non-zero on a fatal error, including a panic while handling a message.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus::Registry;
-use taskflow_infra::admin::{self, ReadyCheck};
+use taskflow_infra::admin;
 use taskflow_infra::config::env_or;
 use taskflow_infra::outbox::{OutboxWaker, Relay, RelayConfig};
 use taskflow_infra::registration::{self, SchemaRegistration, Subjects};
@@ -73,23 +72,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )?;
 
-    let probe = worker.probe();
-    let ready: ReadyCheck = Arc::new(move || {
-        let pool = pool.clone();
-        let probe = probe.clone();
-        let registration = registration.clone();
-        Box::pin(async move {
-            if !probe.is_running() {
-                return Err("consumer not running".to_owned());
-            }
-            registration.check()?;
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("database: {e}"))
-        })
-    });
+    let ready =
+        taskflow_workers::runtime::readiness(worker.probe(), pool.clone(), Some(registration));
     let admin = admin::spawn(admin_addr, registry, ready, shutdown.clone())
         .await
         .with_context(|| format!("binding the admin port {admin_addr}"))?;

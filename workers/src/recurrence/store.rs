@@ -9,7 +9,7 @@ use taskflow_schemas::{RecurrenceMode, TaskCompleted};
 use uuid::Uuid;
 
 use super::{plan, EndReason, Failpoint, NextInstance, Plan};
-use crate::audit::store::{classify, ErrorClass};
+use crate::db::{classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 #[error("recurrence store ({class:?}): {source}")]

@@ -355,3 +355,30 @@ pub async fn run<H: Handler, D: Decoder>(
         .join()
         .await
 }
+
+/// The `/readyz` check of a worker binary: its consumer is running, the schemas it
+/// produces are registered (when it produces any), and the database answers.
+pub fn readiness(
+    probe: Probe,
+    pool: sqlx::PgPool,
+    registration: Option<taskflow_infra::registration::SchemaRegistration>,
+) -> taskflow_infra::admin::ReadyCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let probe = probe.clone();
+        let registration = registration.clone();
+        Box::pin(async move {
+            if !probe.is_running() {
+                return Err("consumer not running".to_owned());
+            }
+            if let Some(r) = &registration {
+                r.check()?;
+            }
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("database: {e}"))
+        })
+    })
+}

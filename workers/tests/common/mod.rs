@@ -44,6 +44,8 @@ pub(crate) fn event(task_id: Uuid, version: i64) -> Event {
         fire_at: now,
         due_at: None,
         title: "test".to_owned(),
+        reminder_id: None,
+        fired_at: None,
     })
 }
 

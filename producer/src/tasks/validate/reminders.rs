@@ -60,20 +60,14 @@ fn parse_reminder(v: &Value) -> Result<ReminderSpec, (&'static str, String)> {
                 .as_str()
                 .ok_or(("before", "must be an ISO-8601 duration string".to_owned()))?;
             let d = IsoDuration::parse(s).map_err(|e| ("before", e))?;
-            Ok(ReminderSpec {
-                before_seconds: Some(d.seconds()),
-                at: None,
-            })
+            Ok(ReminderSpec::before(d.seconds()))
         }
         (None, Some(a)) => {
             let s = a
                 .as_str()
                 .ok_or(("at", "must be an RFC 3339 string".to_owned()))?;
             let at = parse_instant(s).map_err(|e| ("at", e))?;
-            Ok(ReminderSpec {
-                before_seconds: None,
-                at: Some(at),
-            })
+            Ok(ReminderSpec::at(at))
         }
         _ => Err(("", "exactly one of `before` or `at` is required".to_owned())),
     }
