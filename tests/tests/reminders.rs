@@ -302,7 +302,11 @@ async fn due_changes_reschedule_complete_and_delete_cancel_reopen_rearms() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["reminders"][0]["id"], r.to_string(), "the id is stable");
+    assert_eq!(
+        body["reminders"][0]["id"],
+        r.to_string(),
+        "the id is stable"
+    );
     let second = moved - ChronoDuration::minutes(15);
     s.wait_timer(task, r, "rescheduled", |a, st| {
         a == second && st == "pending"
@@ -504,7 +508,10 @@ async fn two_replicas_never_fire_a_reminder_twice() {
             .insert(d.metadata.event_id);
     }
     assert_eq!(events.len(), n as usize);
-    assert!(events.values().all(|ids| ids.len() == 1), "a key fired twice");
+    assert!(
+        events.values().all(|ids| ids.len() == 1),
+        "a key fired twice"
+    );
     let total = counter(&a.metrics, "taskflow_reminders_fired_total", &[])
         + counter(&b.metrics, "taskflow_reminders_fired_total", &[]);
     assert_eq!(total, n as f64);
@@ -554,7 +561,9 @@ async fn two_thousand_reminders_fire_exactly_once_across_two_sigkills() {
             let s = &s;
             async move {
                 let (id, _) = s
-                    .task(json!({"title": format!("k{i}"), "reminders": [{"at": when.to_rfc3339()}]}))
+                    .task(
+                        json!({"title": format!("k{i}"), "reminders": [{"at": when.to_rfc3339()}]}),
+                    )
                     .await;
                 (i, id)
             }

@@ -459,10 +459,7 @@ mod tests {
                     mode,
                     exdates: vec![],
                 }),
-                reminders: vec![
-                    ReminderSpec::before(900),
-                    ReminderSpec::at(due),
-                ],
+                reminders: vec![ReminderSpec::before(900), ReminderSpec::at(due)],
                 completed_at: Some(at(completed)),
                 created_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
                 updated_at: at(completed),

@@ -44,6 +44,11 @@
 //! completions/s for SECONDS each (default 10), next to a plain rdkafka produce -> consume at
 //! the same rate on the same broker (see `bench/recurrence.rs` for what is timed).
 //!
+//! `reminders [PENDING] [DUE]`: the reminders worker over PENDING stored timers (default
+//! 1,000,000) of which DUE (default 10,000) come due within one second: lateness to commit
+//! and to a consumer, p50/p99/max, next to plain rdkafka produce -> consume, and the worker's
+//! peak RSS (see `bench/reminders.rs`).
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -51,6 +56,8 @@
 mod recurrence;
 #[path = "bench/relay.rs"]
 mod relay;
+#[path = "bench/reminders.rs"]
+mod reminders;
 #[path = "bench/rss.rs"]
 mod rss;
 
@@ -99,6 +106,11 @@ async fn main() -> anyhow::Result<()> {
             let secs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
             recurrence::bench_recurrence(&brokers, secs).await
         }
+        "reminders" => {
+            let pending: usize = arg(2).map(str::parse).transpose()?.unwrap_or(1_000_000);
+            let due: usize = arg(3).map(str::parse).transpose()?.unwrap_or(10_000);
+            reminders::bench_reminders(&brokers, pending, due).await
+        }
         "audit-rss" => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);
             let bytes: usize = args
@@ -110,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         }
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}; expected: api, audit, relay, txn-probe, audit-rss or recurrence"
+                "unknown benchmark {other:?}; expected: api, audit, relay, txn-probe, audit-rss, recurrence or reminders"
             )
         }
     }

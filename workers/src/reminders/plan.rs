@@ -184,7 +184,10 @@ pub enum Decision {
     Remove,
     /// The task now places the reminder elsewhere (an event the worker has not applied yet
     /// moved it): follow the task, as applying that event will.
-    Move { fire_at: DateTime<Utc>, state: TimerState },
+    Move {
+        fire_at: DateTime<Utc>,
+        state: TimerState,
+    },
 }
 
 /// Decides a due `timer` against the task as stored now. `None` (no row: the task lives in
@@ -216,7 +219,11 @@ pub fn decide(timer: &Timer, task: Option<&CurrentTask>) -> Decision {
 /// The `ReminderDue` key of one firing: the reminder and the instant it was scheduled for,
 /// which together name it once (consumers may dedupe on it as well as on the event id).
 pub fn reminder_key(reminder_id: Uuid, fire_at: DateTime<Utc>) -> String {
-    format!("{}@{}", reminder_id.hyphenated(), fire_at.timestamp_micros())
+    format!(
+        "{}@{}",
+        reminder_id.hyphenated(),
+        fire_at.timestamp_micros()
+    )
 }
 
 #[cfg(test)]
@@ -224,8 +231,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use taskflow_schemas::{
-        examples, EventMetadata, Priority, TaskCompleted, TaskCreated, TaskDeleted,
-        TaskReopened, TaskSnapshot,
+        examples, EventMetadata, Priority, TaskCompleted, TaskCreated, TaskReopened, TaskSnapshot,
     };
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -287,7 +293,12 @@ mod tests {
             absolute(2, "2026-12-01T07:00:00Z"),
             ReminderSpec::before(60),
         ];
-        let v = view(true, Some("2026-12-01T09:00:00Z"), &r, "2026-12-01T08:00:00Z");
+        let v = view(
+            true,
+            Some("2026-12-01T09:00:00Z"),
+            &r,
+            "2026-12-01T08:00:00Z",
+        );
         assert_eq!(
             reconcile(&[], &v),
             [
@@ -302,7 +313,12 @@ mod tests {
     fn a_due_change_reschedules_even_a_fired_reminder() {
         let r = [before(1, 900)];
         let existing = [timer(1, "2026-12-01T08:45:00Z", TimerState::Fired)];
-        let v = view(true, Some("2026-12-02T09:00:00Z"), &r, "2026-12-01T08:50:00Z");
+        let v = view(
+            true,
+            Some("2026-12-02T09:00:00Z"),
+            &r,
+            "2026-12-01T08:50:00Z",
+        );
         assert_eq!(
             reconcile(&existing, &v),
             [Change::Set(timer(
@@ -316,13 +332,14 @@ mod tests {
     #[test]
     fn an_unrelated_change_leaves_timers_alone() {
         let r = [before(1, 900)];
-        for state in [
-            TimerState::Pending,
-            TimerState::Fired,
-            TimerState::Expired,
-        ] {
+        for state in [TimerState::Pending, TimerState::Fired, TimerState::Expired] {
             let existing = [timer(1, "2026-12-01T08:45:00Z", state)];
-            let v = view(true, Some("2026-12-01T09:00:00Z"), &r, "2026-12-01T08:50:00Z");
+            let v = view(
+                true,
+                Some("2026-12-01T09:00:00Z"),
+                &r,
+                "2026-12-01T08:50:00Z",
+            );
             assert!(reconcile(&existing, &v).is_empty(), "{state:?}");
         }
     }
@@ -334,7 +351,12 @@ mod tests {
             timer(1, "2026-12-01T08:45:00Z", TimerState::Pending),
             timer(2, "2026-12-01T07:00:00Z", TimerState::Pending),
         ];
-        let done = view(false, Some("2026-12-01T09:00:00Z"), &r, "2026-12-01T06:00:00Z");
+        let done = view(
+            false,
+            Some("2026-12-01T09:00:00Z"),
+            &r,
+            "2026-12-01T06:00:00Z",
+        );
         let after_complete: Vec<Timer> = reconcile(&existing, &done)
             .into_iter()
             .map(|c| match c {
@@ -346,7 +368,12 @@ mod tests {
             .iter()
             .all(|t| t.state == TimerState::Cancelled));
         // Reopened at 08:00: the 08:45 reminder is ahead, the 07:00 one has passed.
-        let reopened = view(true, Some("2026-12-01T09:00:00Z"), &r, "2026-12-01T08:00:00Z");
+        let reopened = view(
+            true,
+            Some("2026-12-01T09:00:00Z"),
+            &r,
+            "2026-12-01T08:00:00Z",
+        );
         assert_eq!(
             reconcile(&after_complete, &reopened),
             [
@@ -361,7 +388,12 @@ mod tests {
         let mut r = [before(1, 900)];
         r[0].snoozed_until = Some(at("2026-12-01T09:10:00Z"));
         let existing = [timer(1, "2026-12-01T08:45:00Z", TimerState::Fired)];
-        let v = view(true, Some("2026-12-01T09:00:00Z"), &r, "2026-12-01T09:00:00Z");
+        let v = view(
+            true,
+            Some("2026-12-01T09:00:00Z"),
+            &r,
+            "2026-12-01T09:00:00Z",
+        );
         assert_eq!(
             reconcile(&existing, &v),
             [Change::Set(timer(
@@ -425,7 +457,11 @@ mod tests {
     #[test]
     fn a_due_timer_follows_the_task_as_stored() {
         let t = timer(1, "2026-12-01T08:45:00Z", TimerState::Pending);
-        let open = current(TaskStatus::Open, vec![before(1, 900)], "2026-12-01T09:00:00Z");
+        let open = current(
+            TaskStatus::Open,
+            vec![before(1, 900)],
+            "2026-12-01T09:00:00Z",
+        );
         assert_eq!(decide(&t, Some(&open)), Decision::Fire);
         assert_eq!(decide(&t, None), Decision::Fire);
         let done = current(
@@ -437,9 +473,17 @@ mod tests {
         let mut gone = open.clone();
         gone.deleted = true;
         assert_eq!(decide(&t, Some(&gone)), Decision::Cancel);
-        let other = current(TaskStatus::Open, vec![before(2, 900)], "2026-12-01T09:00:00Z");
+        let other = current(
+            TaskStatus::Open,
+            vec![before(2, 900)],
+            "2026-12-01T09:00:00Z",
+        );
         assert_eq!(decide(&t, Some(&other)), Decision::Remove);
-        let moved = current(TaskStatus::Open, vec![before(1, 900)], "2026-12-03T09:00:00Z");
+        let moved = current(
+            TaskStatus::Open,
+            vec![before(1, 900)],
+            "2026-12-03T09:00:00Z",
+        );
         assert_eq!(
             decide(&t, Some(&moved)),
             Decision::Move {
@@ -448,7 +492,11 @@ mod tests {
             }
         );
         // Moved to an instant before the change that moved it: expired, as reconcile does.
-        let earlier = current(TaskStatus::Open, vec![before(1, 900)], "2026-12-01T08:00:00Z");
+        let earlier = current(
+            TaskStatus::Open,
+            vec![before(1, 900)],
+            "2026-12-01T08:00:00Z",
+        );
         assert_eq!(
             decide(&t, Some(&earlier)),
             Decision::Move {

@@ -189,7 +189,8 @@ impl ReminderStore {
                 Change::Set(t) => {
                     set_timer(&mut tx, task, t).await?;
                     if t.state == TimerState::Pending {
-                        earliest_armed = Some(earliest_armed.map_or(t.fire_at, |e| e.min(t.fire_at)));
+                        earliest_armed =
+                            Some(earliest_armed.map_or(t.fire_at, |e| e.min(t.fire_at)));
                     }
                 }
                 Change::Remove(id) => {
