@@ -90,6 +90,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/tasks/{id}/complete", post(handlers::complete_task))
         .route("/tasks/{id}/reopen", post(handlers::reopen_task))
+        .route(
+            "/tasks/{id}/reminders/{rid}/snooze",
+            post(handlers::snooze_reminder),
+        )
         .route("/tasks/{id}/history", get(audit::handlers::task_history))
         .route("/audit", get(audit::handlers::list_audit))
         .route(

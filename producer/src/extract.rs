@@ -101,6 +101,26 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     }
 }
 
+/// The `{id}` and `{rid}` path segments of a task's reminder; an id that is not a UUID
+/// names nothing, so it is a 404.
+#[derive(Debug, Clone, Copy)]
+pub struct ReminderPath(pub Uuid, pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReminderPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((task, reminder)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::NotFound)?;
+        match (Uuid::parse_str(&task), Uuid::parse_str(&reminder)) {
+            (Ok(t), Ok(r)) => Ok(ReminderPath(t, r)),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+}
+
 /// The parsed `If-Match` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {

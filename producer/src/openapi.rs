@@ -47,6 +47,7 @@ use crate::{
         tasks::handlers::delete_task,
         tasks::handlers::complete_task,
         tasks::handlers::reopen_task,
+        tasks::handlers::snooze_reminder,
         audit::handlers::task_history,
         audit::handlers::list_audit,
         tokens::handlers::create_token,
@@ -175,6 +176,17 @@ fn date_time(nullable: bool) -> Value {
 fn exdates() -> Value {
     json!({"type": ["array", "null"], "maxItems": validate::MAX_EXDATES, "items": date_time(false),
            "description": "Scheduled instants to skip."})
+}
+
+fn reminder_id() -> Value {
+    json!({"type": ["string", "null"], "format": "uuid",
+           "description": "In a PATCH: keep the task's reminder with this id (and its snooze); \
+               an id that is not one of the task's reminders is a 422. Ignored on create."})
+}
+
+fn snoozed_until() -> Value {
+    json!({"type": ["string", "null"], "format": "date-time",
+           "description": "Read-only (set by the snooze endpoint); ignored in requests."})
 }
 
 fn tag_item() -> Value {
@@ -328,14 +340,30 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             json!({
                 "type": "object", "additionalProperties": false, "required": ["before"],
                 "properties": {"before": {"type": "string", "pattern": duration(), "example": "PT15M",
-                               "description": "ISO-8601 duration before `due_at`."}},
+                               "description": "ISO-8601 duration before `due_at`."},
+                               "id": reminder_id(), "snoozed_until": snoozed_until()},
             }),
         ),
         (
             "AbsoluteReminder",
             json!({
                 "type": "object", "additionalProperties": false, "required": ["at"],
-                "properties": {"at": date_time(false)},
+                "properties": {"at": date_time(false),
+                               "id": reminder_id(), "snoozed_until": snoozed_until()},
+            }),
+        ),
+        (
+            "SnoozeRequest",
+            json!({
+                "description": "Exactly one of `for` (from now) and `until`, at most 366 days ahead.",
+                "oneOf": [
+                    {"type": "object", "additionalProperties": false, "required": ["for"],
+                     "properties": {"for": {"type": "string", "pattern": duration(), "example": "PT10M",
+                                            "description": "Positive ISO-8601 duration from now."}}},
+                    {"type": "object", "additionalProperties": false, "required": ["until"],
+                     "properties": {"until": {"type": "string", "format": "date-time",
+                                              "description": "An instant in the future."}}},
+                ],
             }),
         ),
         (
@@ -356,6 +384,10 @@ fn parameter(name: &str) -> Option<(Value, &'static str)> {
         .collect();
     Some(match name {
         "id" => (json!({"type": "string", "format": "uuid"}), "Task id"),
+        "rid" => (
+            json!({"type": "string", "format": "uuid"}),
+            "Reminder id (the `id` of one of the task's `reminders`)",
+        ),
         "token_id" => (
             json!({"type": "string", "format": "uuid"}),
             "Personal access token id",
@@ -504,6 +536,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/tasks", "post") => Some("CreateTaskRequest"),
         ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
         ("/tokens", "post") => Some("CreateAccessTokenRequest"),
+        ("/tasks/{id}/reminders/{rid}/snooze", "post") => Some("SnoozeRequest"),
         _ => None,
     };
     if let Some(name) = body_schema {

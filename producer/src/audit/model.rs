@@ -290,6 +290,18 @@ pub fn derive_changes(
                 Value::Null,
             ),
         ],
+        "ReminderSnoozed" => {
+            let reminders = |task: &Value| -> Result<Value, MappingError> {
+                let snapshot = parse_snapshot(event_id, task)?;
+                Ok(fields_json(&fields_of(&snapshot))["reminders"].take())
+            };
+            let old = match previous_task {
+                Some(t) => reminders(t)?,
+                None => Value::Null,
+            };
+            let new = reminders(event.get("task").unwrap_or(&Value::Null))?;
+            vec![Change::new("reminders", old, new)]
+        }
         "TaskDeleted" => vec![Change::new(
             "deleted_at",
             Value::Null,
@@ -364,7 +376,11 @@ mod tests {
         assert!(changes.iter().all(|c| c.old.is_null()));
         let reminders = &changes[6].new;
         // the API form: ISO-8601 `before`, not the event's `before_seconds`
-        assert_eq!(reminders[0], json!({"before": "PT1H"}));
+        assert_eq!(
+            reminders[0],
+            json!({"before": "PT1H", "id": "00000000-0000-0000-0000-000000000044",
+                   "snoozed_until": "2026-01-01T23:03:20.000250Z"})
+        );
         assert_eq!(changes[3].new, json!("high"));
         assert_eq!(changes[1].new, json!("balcony ones too"));
 
@@ -407,6 +423,18 @@ mod tests {
         let known = derive_changes(id(), &p, Some(&before)).unwrap();
         assert_eq!(known[1].old, json!("2026-01-02T01:00:00Z"));
 
+        let snoozed = derive_changes(
+            id(),
+            &payload(EventType::ReminderSnoozed),
+            Some(&payload(EventType::TaskCreated)["event"]["task"]),
+        )
+        .unwrap();
+        assert_eq!(snoozed.len(), 1);
+        assert_eq!(snoozed[0].field, "reminders");
+        assert_eq!(
+            snoozed[0].new[0]["snoozed_until"],
+            "2026-01-01T23:03:20.000250Z"
+        );
         let gone = derive_changes(id(), &payload(EventType::TaskDeleted), None).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].field, "deleted_at");

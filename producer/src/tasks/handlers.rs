@@ -12,12 +12,12 @@ use super::{
     model::{CreateTaskRequest, PatchTaskRequest, Task, TaskPage, TaskResponse},
     service::{self, DeleteScope, Idempotency, Transition, WriteOutcome, Writer},
     store,
-    validate::{parse_list_query, Cursor},
+    validate::{parse_list_query, parse_snooze, Cursor},
 };
 use crate::{
     app::AppState,
     auth::{ReadTasks, Scoped, WriteTasks},
-    extract::{IdempotencyKey, JsonBody, Precondition, RequestContext, TaskId},
+    extract::{IdempotencyKey, JsonBody, Precondition, ReminderPath, RequestContext, TaskId},
     problem::{ApiError, FieldError, Problem},
 };
 
@@ -360,6 +360,55 @@ pub async fn reopen_task(
         id,
         if_match.as_ref(),
         Transition::Reopen,
+        idem.as_ref(),
+    )
+    .await?;
+    Ok(write_response(outcome, StatusCode::OK, false))
+}
+
+/// Snooze a reminder: it fires at the new instant (again, if it already fired).
+#[utoipa::path(
+    post, path = "/tasks/{id}/reminders/{rid}/snooze", tag = "tasks",
+    params(("id" = uuid::Uuid, Path), ("rid" = uuid::Uuid, Path),
+           ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 200, body = TaskResponse, headers(("ETag" = String))),
+        (status = 404, description = "Unknown, deleted, or another user's task; or no such reminder on it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task is completed (reopen it first), or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Neither or both of `for` and `until`, a duration that is not positive or longer than 366 days, an instant not in the future", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn snooze_reminder(
+    State(state): State<AppState>,
+    user: Scoped<WriteTasks>,
+    ctx: RequestContext,
+    ReminderPath(id, rid): ReminderPath,
+    Precondition(if_match): Precondition,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let snooze = parse_snooze(&body.value, service::now_micros()).map_err(ApiError::Validation)?;
+    let writer = Writer {
+        user_id: user.user_id,
+        ctx,
+    };
+    // A retry must send the same body: `for` is relative, so the hash covers the text.
+    let idem = key.map(|key| Idempotency {
+        key,
+        request_hash: hex::encode(Sha256::digest(format!(
+            "POST /tasks/{id}/reminders/{rid}/snooze {}",
+            body.sha256
+        ))),
+    });
+    let outcome = service::snooze(
+        &state,
+        &writer,
+        id,
+        rid,
+        if_match.as_ref(),
+        snooze,
         idem.as_ref(),
     )
     .await?;

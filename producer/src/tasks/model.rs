@@ -191,6 +191,16 @@ pub struct ReminderBody {
     pub before: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
+    /// Stable id of the reminder within its task (always set in answers). In a PATCH, name
+    /// an existing reminder to keep it (and its snooze); an item without `id` keeps the
+    /// reminder with the same rule, if any, else it is a new reminder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// Read-only: set by `POST /tasks/{id}/reminders/{rid}/snooze`, the instant the
+    /// reminder fires instead; cleared when its rule or the due date moves it. Ignored in
+    /// requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snoozed_until: Option<DateTime<Utc>>,
 }
 
 impl From<&ReminderSpec> for ReminderBody {
@@ -198,6 +208,8 @@ impl From<&ReminderSpec> for ReminderBody {
         Self {
             before: r.before_seconds.map(format_iso_duration),
             at: r.at,
+            id: r.id,
+            snoozed_until: r.snoozed_until,
         }
     }
 }

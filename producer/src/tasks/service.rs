@@ -10,15 +10,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgConnection;
 use taskflow_infra::outbox;
 use taskflow_schemas::{
-    Event, EventMetadata, TaskCompleted, TaskCreated, TaskDeleted, TaskReopened, TaskStatus,
-    TaskUpdated,
+    Event, EventMetadata, ReminderSnoozed, TaskCompleted, TaskCreated, TaskDeleted, TaskReopened,
+    TaskStatus, TaskUpdated,
 };
 use uuid::Uuid;
 
 use super::{
     model::{SeriesRef, Task, TaskResponse},
     store::{self, SeriesEnd},
-    validate::{apply_patch, compute_changes, parse_body, validate_create, PatchError},
+    validate::{apply_patch, compute_changes, parse_body, validate_create, PatchError, Snooze},
 };
 use crate::{
     app::AppState,
@@ -469,6 +469,62 @@ pub async fn transition(
             task: next.snapshot(),
         }),
     };
+    enqueue(&mut tx, state, writer, &event).await?;
+    if let Some(idem) = idempotency {
+        record(&mut tx, writer.user_id, idem, StatusCode::OK, &next).await?;
+    }
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok(WriteOutcome::Fresh(Box::new(next)))
+}
+
+/// Snoozes reminder `reminder` of an open task: it fires at the snooze's instant instead
+/// (again, if it already fired), through a `ReminderSnoozed` event; a new version.
+pub async fn snooze(
+    state: &AppState,
+    writer: &Writer,
+    id: Uuid,
+    reminder: Uuid,
+    if_match: Option<&IfMatch>,
+    snooze: Snooze,
+    idempotency: Option<&Idempotency>,
+) -> Result<WriteOutcome, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(idem) = idempotency {
+        if !claim(&mut tx, state, writer.user_id, idem).await? {
+            tx.rollback().await?;
+            return replay(state, writer.user_id, idem).await;
+        }
+    }
+    let current = lock_current(&mut tx, writer, id, if_match).await?;
+    let Some(index) = current
+        .fields
+        .reminders
+        .iter()
+        .position(|r| r.id == Some(reminder))
+    else {
+        return Err(ApiError::NotFound);
+    };
+    if current.status != TaskStatus::Open {
+        return Err(ApiError::Conflict(
+            "the task is completed: reopen it to snooze its reminders".into(),
+        ));
+    }
+    let now = instant_after(current.updated_at);
+    let until = snooze.until(now);
+    let mut next = Task {
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    next.fields.reminders[index].snoozed_until = Some(until);
+    save_at_version(&mut tx, &next, current.version).await?;
+    let event = Event::ReminderSnoozed(ReminderSnoozed {
+        metadata: metadata(&next, writer, now),
+        reminder_id: reminder,
+        snoozed_until: until,
+        task: next.snapshot(),
+    });
     enqueue(&mut tx, state, writer, &event).await?;
     if let Some(idem) = idempotency {
         record(&mut tx, writer.user_id, idem, StatusCode::OK, &next).await?;

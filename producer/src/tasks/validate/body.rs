@@ -5,11 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskflow_schemas::{FieldChange, Priority, Recurrence, ReminderSpec};
+use uuid::Uuid;
 
 use super::{
     instant::parse_instant,
     recurrence::{check_rrule, parse_recurrence},
-    reminders::parse_reminders,
+    reminders::{assign_ids, parse_reminders, unknown_ids},
     text::{parse_description, parse_tags, parse_title},
 };
 use crate::{
@@ -62,9 +63,16 @@ impl FieldsPatch {
         if let Some(v) = &self.recurrence {
             f.recurrence = v.clone();
         }
-        if let Some(v) = &self.reminders {
-            f.reminders = v.clone();
-        }
+        // Ids and snoozes are settled against the task's current reminders whenever the
+        // list or the due date changes (a due change may end a relative reminder's snooze).
+        let reminders = self.reminders.as_deref().unwrap_or(&base.reminders);
+        f.reminders = assign_ids(
+            &base.reminders,
+            base.due_at,
+            reminders,
+            f.due_at,
+            Uuid::now_v7,
+        );
         f
     }
 }
@@ -95,6 +103,12 @@ pub fn apply_patch(
     patch: &FieldsPatch,
     now: DateTime<Utc>,
 ) -> Result<TaskFields, PatchError> {
+    if let Some(next) = &patch.reminders {
+        let unknown = unknown_ids(&current.reminders, next);
+        if !unknown.is_empty() {
+            return Err(PatchError::Invalid(unknown));
+        }
+    }
     let fields = patch.apply(current);
     check_fields(&fields, now).map_err(|errors| {
         // A rule that does not parse is wrong whatever the task holds; a

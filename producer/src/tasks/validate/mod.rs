@@ -6,7 +6,7 @@
 //! One module per concern, each with its tests beside it:
 //! [`text`] (NUL rule, title, description, tags), [`instant`] (RFC 3339),
 //! [`duration`] (ISO-8601 durations), [`recurrence`] (RRULE and zone),
-//! [`reminders`], [`body`] (create/patch bodies and field changes),
+//! [`reminders`], [`snooze`], [`body`] (create/patch bodies and field changes),
 //! [`page`] (limit and cursor), [`like`] (LIKE escaping) and [`list`]
 //! (the `GET /tasks` query).
 
@@ -18,6 +18,7 @@ pub mod list;
 pub mod page;
 pub mod recurrence;
 pub mod reminders;
+pub mod snooze;
 pub mod text;
 
 pub use body::{
@@ -31,6 +32,7 @@ pub use list::{parse_list_query, ListQuery, Q_MAX_CHARS};
 pub use page::{parse_cursor, parse_limit, Cursor, Limit, DEFAULT_LIMIT, MAX_LIMIT};
 pub use recurrence::{check_rrule, parse_recurrence, Rrule, Zone, MAX_EXDATES, RRULE_MAX_CHARS};
 pub use reminders::{parse_reminders, MAX_REMINDERS};
+pub use snooze::{parse_snooze, Snooze, MAX_SNOOZE_DAYS};
 pub use text::{
     parse_tags, parse_title, reject_nul, Title, DESCRIPTION_MAX_CHARS, MAX_TAGS, TAG_MAX_CHARS,
     TITLE_MAX_CHARS,
