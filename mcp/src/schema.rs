@@ -189,6 +189,28 @@ pub struct TaskChange {
     pub if_version: Option<i64>,
 }
 
+/// Arguments of `snooze_reminder`: exactly one of `for` and `until`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeReminder {
+    /// The task id (a UUID).
+    #[schemars(extend("format" = "uuid"))]
+    pub id: String,
+    /// The reminder's id: the `id` of one of the task's `reminders`.
+    #[schemars(extend("format" = "uuid"))]
+    pub reminder_id: String,
+    /// Snooze for this long from now: a positive ISO-8601 duration, e.g. `PT10M`, `PT1H`,
+    /// `P1D` (at most 366 days).
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// Or until this instant: RFC 3339 with an offset, in the future (at most 366 days).
+    #[schemars(extend("format" = "date-time"))]
+    pub until: Option<String>,
+    /// Optional optimistic-concurrency check, as for `update_task`.
+    #[schemars(range(min = 1))]
+    pub if_version: Option<i64>,
+}
+
 /// Arguments of `update_task`: `id`, optionally `if_version`, and the fields
 /// to change. An absent field is left as is; `null` clears `description`,
 /// `due_at` and `recurrence` and empties `tags` and `reminders`.
@@ -231,13 +253,19 @@ pub struct RecurrenceOut {
     pub mode: RecurrenceMode,
 }
 
-/// A reminder as stored: exactly one of `before` and `at`.
+/// A reminder as stored: exactly one of `before` and `at`, its `id`, and `snoozed_until`
+/// while it is snoozed.
 #[derive(JsonSchema)]
 pub struct ReminderOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
+    /// Stable id of the reminder (what `snooze_reminder` takes).
+    #[schemars(extend("format" = "uuid"))]
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snoozed_until: Option<DateTime<Utc>>,
 }
 
 /// A task, as the API returns it.

@@ -29,11 +29,10 @@ use crate::{
     schema,
 };
 
-/// The tools this server offers. `snooze_reminder`, `list_notifications`
-/// and `mark_notification_read` are not among them: the API has no
-/// reminder snooze or notification inbox yet, and a tool that can only
-/// fail would waste an assistant's calls.
-pub const TOOL_NAMES: [&str; 7] = [
+/// The tools this server offers. `list_notifications` and
+/// `mark_notification_read` are not among them: the API has no notification
+/// inbox yet, and a tool that can only fail would waste an assistant's calls.
+pub const TOOL_NAMES: [&str; 8] = [
     "create_task",
     "list_tasks",
     "get_task",
@@ -41,6 +40,7 @@ pub const TOOL_NAMES: [&str; 7] = [
     "complete_task",
     "reopen_task",
     "delete_task",
+    "snooze_reminder",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,18 @@ pub fn list() -> Result<Vec<Tool>, ToolError> {
             "Mark a completed task open again. Reopening an open task is a conflict error \
              (409). Returns the task.",
             input::<schema::TaskChange>("reopen_task")?,
+            task.clone(),
+            write(false, false),
+        ),
+        tool(
+            "snooze_reminder",
+            "Snooze a reminder",
+            "Move one reminder of an open task to later: `for` a duration from now (e.g. \
+             PT10M) or `until` an instant with an offset; exactly one of the two. The \
+             reminder fires again then, even if it already fired. Reminder ids are the `id` \
+             of each item of the task's `reminders`. A completed task is a conflict error \
+             (409): reopen it first. Returns the task.",
+            input::<schema::SnoozeReminder>("snooze_reminder")?,
             task,
             write(false, false),
         ),
@@ -347,6 +359,32 @@ async fn dispatch(
             let id = take_id(&mut args)?;
             let if_version = take_if_version(&mut args)?;
             let mut r = ApiRequest::new(Method::PATCH, format!("/tasks/{id}"));
+            r.body = Some(Value::Object(args));
+            r.if_match = if_version;
+            (r, Shape::Task)
+        }
+        "snooze_reminder" => {
+            let id = take_id(&mut args)?;
+            let reminder = match args.remove("reminder_id") {
+                Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|_| {
+                    invalid(vec![(
+                        "reminder_id".into(),
+                        "must be a reminder id (a UUID)".into(),
+                    )])
+                })?,
+                _ => {
+                    return Err(invalid(vec![(
+                        "reminder_id".into(),
+                        "is required: a reminder id (a UUID string)".into(),
+                    )]))
+                }
+            };
+            let if_version = take_if_version(&mut args)?;
+            let mut r = ApiRequest::new(
+                Method::POST,
+                format!("/tasks/{id}/reminders/{reminder}/snooze"),
+            );
+            // `for` / `until` go to the API as sent: its validation names the field.
             r.body = Some(Value::Object(args));
             r.if_match = if_version;
             (r, Shape::Task)

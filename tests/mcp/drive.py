@@ -120,6 +120,15 @@ async def main():
         steps["complete"] = await call(s, "complete_task", {"id": task_id})
         steps["complete_again"] = await call(s, "complete_task", {"id": task_id})
         steps["reopen"] = await call(s, "reopen_task", {"id": task_id})
+        reopened = steps["reopen"].get("structured") or {}
+        reminder_id = ((reopened.get("reminders") or [{}])[0]).get(
+            "id", "00000000-0000-0000-0000-000000000000")
+        steps["snooze"] = await call(s, "snooze_reminder", {
+            "id": task_id, "reminder_id": reminder_id, "for": "PT10M",
+        })
+        steps["snooze_invalid"] = await call(s, "snooze_reminder", {
+            "id": task_id, "reminder_id": reminder_id, "for": "PT0S",
+        })
         steps["foreign_get"] = await call(s, "get_task", {"id": cfg["foreign_task_id"]})
         steps["foreign_complete"] = await call(s, "complete_task", {"id": cfg["foreign_task_id"]})
         steps["bad_id"] = await call(s, "get_task", {"id": "../auth/login"})

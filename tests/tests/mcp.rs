@@ -157,7 +157,8 @@ async fn check(f: &Fixture, report: &Value) {
             "update_task",
             "complete_task",
             "reopen_task",
-            "delete_task"
+            "delete_task",
+            "snooze_reminder"
         ]
     );
     for t in tools {
@@ -174,7 +175,8 @@ async fn check(f: &Fixture, report: &Value) {
     assert_eq!(created["title"], "Water the plants via MCP");
     assert_eq!(created["status"], "open");
     assert_eq!(created["version"], 1);
-    assert_eq!(created["reminders"], json!([{"before": "PT15M"}]));
+    assert_eq!(created["reminders"][0]["before"], "PT15M");
+    let reminder = created["reminders"][0]["id"].as_str().unwrap();
 
     // The API's validation, field by field, and nothing written for it.
     let (status, mut fields) = refused(report, "create_invalid");
@@ -205,6 +207,16 @@ async fn check(f: &Fixture, report: &Value) {
     assert_eq!(ok(report, "complete")["status"], "completed");
     assert_eq!(refused(report, "complete_again").0, 409);
     assert_eq!(ok(report, "reopen")["status"], "open");
+    let snoozed = ok(report, "snooze");
+    assert_eq!(snoozed["reminders"][0]["id"], reminder);
+    assert!(
+        snoozed["reminders"][0]["snoozed_until"].is_string(),
+        "{snoozed}"
+    );
+    assert_eq!(
+        refused(report, "snooze_invalid"),
+        (422, vec!["for".to_owned()])
+    );
     assert_eq!(refused(report, "bad_id"), (422, vec!["id".to_owned()]));
 
     // Another user's task: the API's 404, and it is untouched.
@@ -253,17 +265,17 @@ async fn check(f: &Fixture, report: &Value) {
     assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
 
     // The events are the API's own: created, updated, completed, reopened,
-    // deleted for the task, with the user's id, plus the kept task's and
-    // the other user's TaskCreated.
+    // snoozed, deleted for the task, with the user's id, plus the kept task's
+    // and the other user's TaskCreated.
     let user_id: Uuid = sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1")
         .bind(Uuid::parse_str(id).unwrap())
         .fetch_one(&f.sys.db.pool)
         .await
         .unwrap();
     let received = Collector::new(&f.sys.brokers, &f.sys.topic)
-        .collect(7, Duration::from_secs(120))
+        .collect(8, Duration::from_secs(120))
         .await;
-    assert_eq!(received.len(), 7, "events on the topic");
+    assert_eq!(received.len(), 8, "events on the topic");
     let mut of_task = Vec::new();
     for msg in &received {
         let event = f.sys.codec.decode(&msg.payload).await.expect("decode");
@@ -280,6 +292,7 @@ async fn check(f: &Fixture, report: &Value) {
             "TaskUpdated",
             "TaskCompleted",
             "TaskReopened",
+            "ReminderSnoozed",
             "TaskDeleted"
         ]
     );

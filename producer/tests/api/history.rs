@@ -245,9 +245,11 @@ async fn history_lists_events_in_version_order_with_field_changes() {
             {"field": "due_at", "old": null, "new": "2026-05-01T07:00:00Z"},
             {"field": "priority", "old": null, "new": "medium"},
             {"field": "tags", "old": null, "new": ["work"]},
-            {"field": "reminders", "old": null, "new": [{"before": "PT15M"}]},
+            {"field": "reminders", "old": null,
+             "new": [{"before": "PT15M", "id": items[0]["task"]["reminders"][0]["id"]}]},
         ])
     );
+    assert!(items[0]["task"]["reminders"][0]["id"].is_string());
     assert_eq!(items[0]["task"]["title"], "Draft");
     assert_eq!(items[0]["task"]["version"], 1);
 

@@ -14,6 +14,7 @@ mod history;
 mod idempotency;
 mod list;
 mod observability;
+mod reminders;
 mod tasks;
 mod timestamps;
 mod tokens;

@@ -33,10 +33,13 @@ async fn lifecycle_versions_etags_and_outbox_events() {
     assert_eq!(task["priority"], "high");
     assert_eq!(task["tags"], json!(["work", "q2"]));
     assert_eq!(task["due_at"], "2026-05-01T07:00:00Z");
-    assert_eq!(
-        task["reminders"],
-        json!([{"before": "PT15M"}, {"at": "2026-05-01T06:00:00Z"}])
-    );
+    // Each reminder gets a stable id of its own.
+    let reminders = task["reminders"].as_array().unwrap();
+    assert_eq!(reminders.len(), 2);
+    assert_eq!(reminders[0]["before"], "PT15M");
+    assert_eq!(reminders[1]["at"], "2026-05-01T06:00:00Z");
+    assert!(reminders.iter().all(|r| r["id"].is_string()));
+    assert_ne!(reminders[0]["id"], reminders[1]["id"]);
     assert_eq!(task["recurrence"]["tz"], "Europe/Berlin");
     assert_eq!(task["version"], 1);
 
