@@ -39,8 +39,8 @@ pub const TOOL_NAMES: [&str; 8] = [
     "update_task",
     "complete_task",
     "reopen_task",
-    "delete_task",
     "snooze_reminder",
+    "delete_task",
 ];
 
 #[derive(Debug, thiserror::Error)]

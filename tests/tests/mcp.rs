@@ -157,8 +157,8 @@ async fn check(f: &Fixture, report: &Value) {
             "update_task",
             "complete_task",
             "reopen_task",
-            "delete_task",
-            "snooze_reminder"
+            "snooze_reminder",
+            "delete_task"
         ]
     );
     for t in tools {

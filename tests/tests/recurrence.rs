@@ -226,7 +226,12 @@ async fn completing_a_daily_task_creates_the_next_instance_with_series_and_causa
     assert_eq!(got["description"], "balcony");
     assert_eq!(got["priority"], "high");
     assert_eq!(got["tags"], json!(["home"]));
-    assert_eq!(got["reminders"], json!([{"before": "PT15M"}]));
+    // The relative reminder carries over with its id: the series' reminder keeps its identity.
+    let (_, done) = s.call(Method::GET, &format!("/tasks/{id}"), None).await;
+    assert_eq!(got["reminders"][0]["before"], "PT15M");
+    assert_eq!(got["reminders"].as_array().unwrap().len(), 1);
+    assert_eq!(got["reminders"][0]["id"], done["reminders"][0]["id"]);
+    assert!(got["reminders"][0]["id"].is_string());
     assert_eq!(got["recurrence"]["rrule"], "FREQ=DAILY");
     assert_eq!(
         instant(&got["next_occurrences"][0]),
