@@ -5,7 +5,8 @@
    resolving YAML merge keys; unknown keys, wrong types and unknown enum values fail.
 2. The project's rules for the file (issue 7): every published port on 127.0.0.1 only, no
    trust-auth PostgreSQL, Redpanda data in a named volume, the services connect as
-   taskflow_service, no failure hidden by `|| true`.
+   taskflow_service and only the API migrates, no failure hidden by `|| true`; and every
+   service run from the Taskflow image starts a binary the Dockerfile copies into it.
 3. deploy/compose/topics.sh run against a stub `rpk`: every topic gets an explicit retention,
    "already exists" is accepted (and the retention set again), any other failure stops it.
 
@@ -14,6 +15,7 @@ Exit status 0 when everything holds; otherwise each failure is printed and the s
 
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -35,6 +37,11 @@ EXPECTED_RETENTION = {
     "taskflow.dlq.taskflow-reminders": FOREVER,
     "taskflow.dlq.taskflow-notifier": FOREVER,
 }
+
+# The compose services of the worker binaries: they connect as taskflow_service and never migrate.
+WORKERS = ("audit", "recurrence", "reminders")
+TASKFLOW_IMAGE = "taskflow:local"
+DOCKERFILE = ROOT / "Dockerfile"
 
 failures = []
 
@@ -59,6 +66,12 @@ def host_ip(port):
     return parts[0] if len(parts) == 3 else None
 
 
+def dockerfile_binaries():
+    """The binaries the Dockerfile copies into the image (its `for b in ...; do cp` loop)."""
+    m = re.search(r"for b in ([^;]+); do cp", DOCKERFILE.read_text())
+    return set(m.group(1).split()) if m else set()
+
+
 def project_rules(spec):
     services = spec.get("services") or {}
     for name, svc in services.items():
@@ -74,14 +87,24 @@ def project_rules(spec):
         any(v.split(":")[0] in volumes and ":/var/lib/redpanda/data" in v for v in rp_volumes),
         "redpanda: data is not in a named volume",
     )
-    for name in ("api", "audit"):
+    for name in ("api", *WORKERS):
         env = services.get(name, {}).get("environment") or {}
         url = env.get("TASKFLOW_DATABASE_URL", "")
         check(url.startswith("postgres://taskflow_service@"), f"{name}: connects as {url!r}, not taskflow_service")
-    check(
-        (services.get("audit", {}).get("environment") or {}).get("TASKFLOW_DATABASE_MIGRATE") == "false",
-        "audit: must not migrate (it has no owner credentials)",
-    )
+    for name in WORKERS:
+        check(
+            (services.get(name, {}).get("environment") or {}).get("TASKFLOW_DATABASE_MIGRATE") == "false",
+            f"{name}: must not migrate (it has no owner credentials)",
+        )
+    # Every service run from the Taskflow image starts a binary the Dockerfile copies into it.
+    shipped = dockerfile_binaries()
+    check(shipped, "Dockerfile: no `for b in ...; do cp` list of binaries found")
+    for name, svc in services.items():
+        if svc.get("image") != TASKFLOW_IMAGE:
+            continue
+        command = svc.get("command") or []
+        binary = command[0] if isinstance(command, list) and command else str(command).split(" ")[0]
+        check(binary in shipped, f"{name}: runs {binary!r}, which the Dockerfile does not copy into the image")
     for path in [COMPOSE, *sorted((ROOT / "deploy" / "compose").glob("*.sh"))]:
         check("|| true" not in path.read_text(), f"{path.relative_to(ROOT)}: `|| true` hides failures")
 
