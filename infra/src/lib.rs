@@ -10,6 +10,7 @@ pub mod admin;
 pub mod backoff;
 pub mod config;
 pub mod db;
+pub mod feed;
 pub mod notify;
 pub mod outbox;
 pub mod registration;
