@@ -7,6 +7,8 @@
 //!   recurring task when one is completed, once per occurrence.
 //! * [`reminders`]: the reminders worker (`taskflow-reminders`): durable reminder timers,
 //!   each fired once as `ReminderDue`.
+//! * [`notifier`]: the notifier (`taskflow-notifier`): every event into its user's feed (the
+//!   live streams' source), every reminder into the inbox.
 //! * [`db`]: how the stores classify PostgreSQL errors (retry or dead-letter).
 //!
 //! Test hooks: [`runtime::spawn`] and [`audit::spawn_audit_worker`] start a worker in-process
@@ -17,6 +19,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod notifier;
 pub mod recurrence;
 pub mod reminders;
 pub mod runtime;
