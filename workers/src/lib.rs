@@ -9,6 +9,8 @@
 //!   each fired once as `ReminderDue`.
 //! * [`notifier`]: the notifier (`taskflow-notifier`): every event into its user's feed (the
 //!   live streams' source), every reminder into the inbox.
+//! * [`process`]: what every worker binary does around its worker (database, codec, admin
+//!   server, relay candidate, shutdown, exit).
 //! * [`db`]: how the stores classify PostgreSQL errors (retry or dead-letter).
 //!
 //! Test hooks: [`runtime::spawn`] and [`audit::spawn_audit_worker`] start a worker in-process
@@ -20,6 +22,7 @@
 pub mod audit;
 pub mod db;
 pub mod notifier;
+pub mod process;
 pub mod recurrence;
 pub mod reminders;
 pub mod runtime;

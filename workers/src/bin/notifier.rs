@@ -6,46 +6,25 @@
 //! `TASKFLOW_TOPIC_TASK_EVENTS`, `TASKFLOW_TOPIC_REMINDERS`, `TASKFLOW_FEED_RETENTION_HOURS`).
 //!
 //! It produces nothing to Kafka but dead letters (original bytes), so it registers no schemas.
-//!
-//! Exit status: 0 after a graceful shutdown (SIGTERM/SIGINT: stop fetching, finish
-//! in-flight, commit); non-zero on a fatal error, including a panic while handling a message.
+//! Exit status: see `taskflow_workers::process`.
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use prometheus::Registry;
-use taskflow_infra::admin;
-use taskflow_infra::config::env_or;
 use taskflow_workers::notifier::{self, NotifierSettings};
+use taskflow_workers::process::Process;
+use taskflow_workers::runtime::readiness;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    taskflow_infra::telemetry::init_tracing();
-    let database = taskflow_infra::db::DatabaseSettings::from_env(10)?;
-    let codec =
-        taskflow_infra::config::codec_from_env().context("reading Schema Registry settings")?;
-    let admin_addr: SocketAddr = env_or(
-        "TASKFLOW_ADMIN_ADDR",
-        SocketAddr::from(([0, 0, 0, 0], 9095)),
-    )?;
+    let process = Process::start(9095).await?;
     let settings = NotifierSettings::from_env()?;
-    let pool = taskflow_infra::db::connect(&database, &taskflow_workers::audit::MIGRATOR).await?;
-
-    let registry = Registry::new();
-    let shutdown = taskflow_infra::shutdown::on_signal();
-    let worker =
-        notifier::spawn_notifier(settings, pool.clone(), codec, &registry, shutdown.clone())?;
-    let ready = taskflow_workers::runtime::readiness(worker.probe(), pool, None);
-    let admin = admin::spawn(admin_addr, registry, ready, shutdown.clone())
+    let worker = notifier::spawn_notifier(
+        settings,
+        process.pool.clone(),
+        process.codec.clone(),
+        &process.registry,
+        process.shutdown.clone(),
+    )?;
+    let ready = readiness(worker.probe(), process.pool.clone(), None);
+    process
+        .serve("taskflow-notifier", ready, worker.join())
         .await
-        .with_context(|| format!("binding the admin port {admin_addr}"))?;
-
-    let result = worker.join().await;
-    // A fatal worker error also stops the admin server.
-    shutdown.cancel();
-    let admin_result = admin.await;
-    result.context("notifier failed")?;
-    admin_result??;
-    tracing::info!("taskflow-notifier stopped");
-    Ok(())
 }

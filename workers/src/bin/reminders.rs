@@ -14,84 +14,35 @@
 //! finish in-flight, commit); non-zero on a fatal error, including a panic while handling a
 //! message or in the firing loop.
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use prometheus::Registry;
-use taskflow_infra::admin;
-use taskflow_infra::config::env_or;
-use taskflow_infra::outbox::{OutboxWaker, Relay, RelayConfig};
-use taskflow_infra::registration::{self, SchemaRegistration, Subjects};
+use taskflow_infra::registration::Subjects;
 use taskflow_schemas::EventType;
+use taskflow_workers::process::Process;
 use taskflow_workers::reminders::{self, ReminderSettings};
+use taskflow_workers::runtime::readiness;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    taskflow_infra::telemetry::init_tracing();
-    let database = taskflow_infra::db::DatabaseSettings::from_env(10)?;
-    let codec =
-        taskflow_infra::config::codec_from_env().context("reading Schema Registry settings")?;
-    let admin_addr: SocketAddr = env_or(
-        "TASKFLOW_ADMIN_ADDR",
-        SocketAddr::from(([0, 0, 0, 0], 9094)),
-    )?;
+    let mut process = Process::start(9094).await?;
     let settings = ReminderSettings::from_env()?;
-    let relay_config = RelayConfig::from_env().context("reading outbox settings")?;
-
-    let pool = taskflow_infra::db::connect(&database, &taskflow_workers::audit::MIGRATOR).await?;
-
-    let registry = Registry::new();
-    let shutdown = taskflow_infra::shutdown::on_signal();
-    let registration = SchemaRegistration::spawn(
-        codec.clone(),
-        vec![Subjects::new(
-            settings.topic_reminders.clone(),
-            &[EventType::ReminderDue],
-        )],
-        registration::default_backoff(),
-        &registry,
-        shutdown.clone(),
-    )
-    .context("registering schema registration metrics")?;
-
-    let waker = OutboxWaker::new(pool.clone());
-    let relay = Relay::new(
-        pool.clone(),
-        &settings.kafka,
-        codec.clone(),
-        relay_config,
-        &registry,
-    )
-    .context("creating the outbox relay")?
-    .with_waker(waker.clone());
-    let relay = tokio::spawn(relay.run(shutdown.clone()));
-
+    let registration = process.register(vec![Subjects::new(
+        settings.topic_reminders.clone(),
+        &[EventType::ReminderDue],
+    )])?;
+    let waker = process.run_relay(&settings.kafka)?;
     let worker = reminders::spawn_reminders_worker(
         settings,
-        pool.clone(),
+        process.pool.clone(),
         waker,
-        codec,
-        &registry,
-        shutdown.clone(),
+        process.codec.clone(),
+        &process.registry,
+        process.shutdown.clone(),
     )?;
-
-    let ready = taskflow_workers::runtime::readiness(
+    let ready = readiness(
         worker.consumer.probe(),
-        pool.clone(),
+        process.pool.clone(),
         Some(registration),
     );
-    let admin = admin::spawn(admin_addr, registry, ready, shutdown.clone())
+    process
+        .serve("taskflow-reminders", ready, worker.join())
         .await
-        .with_context(|| format!("binding the admin port {admin_addr}"))?;
-
-    let result = worker.join().await;
-    // A fatal worker error also stops the relay and the admin server.
-    shutdown.cancel();
-    let relay_result = relay.await;
-    let admin_result = admin.await;
-    result.context("reminders worker failed")?;
-    relay_result.context("outbox relay task")?;
-    admin_result??;
-    tracing::info!("taskflow-reminders stopped");
-    Ok(())
 }

@@ -168,7 +168,10 @@ pub struct CurrentTask {
     pub deleted: bool,
     pub due_at: Option<DateTime<Utc>>,
     pub title: String,
-    pub reminders: Vec<ReminderSpec>,
+    /// The task's reminders; `None` when the timer was set from this very version of the
+    /// task (the common case), so there is nothing to re-derive and the store need not read
+    /// or parse them on the firing path.
+    pub reminders: Option<Vec<ReminderSpec>>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
 }
@@ -199,11 +202,10 @@ pub fn decide(timer: &Timer, task: Option<&CurrentTask>) -> Decision {
     if task.deleted || task.status != TaskStatus::Open {
         return Decision::Cancel;
     }
-    let Some(spec) = task
-        .reminders
-        .iter()
-        .find(|r| r.id == Some(timer.reminder_id))
-    else {
+    let Some(reminders) = &task.reminders else {
+        return Decision::Fire;
+    };
+    let Some(spec) = reminders.iter().find(|r| r.id == Some(timer.reminder_id)) else {
         return Decision::Remove;
     };
     match spec.fire_instant(task.due_at) {
@@ -448,7 +450,7 @@ mod tests {
             deleted: false,
             due_at: Some(at(due)),
             title: "t".into(),
-            reminders,
+            reminders: Some(reminders),
             updated_at: at("2026-12-01T08:00:00Z"),
             version: 3,
         }
@@ -464,6 +466,17 @@ mod tests {
         );
         assert_eq!(decide(&t, Some(&open)), Decision::Fire);
         assert_eq!(decide(&t, None), Decision::Fire);
+        // Set from this very version: fires without looking at the reminders again.
+        let same_version = CurrentTask {
+            reminders: None,
+            ..open.clone()
+        };
+        assert_eq!(decide(&t, Some(&same_version)), Decision::Fire);
+        let completed_same_version = CurrentTask {
+            status: TaskStatus::Completed,
+            ..same_version
+        };
+        assert_eq!(decide(&t, Some(&completed_same_version)), Decision::Cancel);
         let done = current(
             TaskStatus::Completed,
             vec![before(1, 900)],

@@ -96,11 +96,16 @@ type DueTuple = (
 fn due_row(t: DueTuple) -> DueRow {
     let (task_id, reminder_id, fire_at, user_id, title, due_at, task_version, armed_by, corr) =
         (t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8);
-    let task = match (t.9, t.10, t.12, t.13, t.14, t.15) {
-        (Some(status), Some(deleted), Some(title), Some(reminders), Some(updated_at), Some(v)) => {
+    let task = match (t.9, t.10, t.12, t.14, t.15) {
+        (Some(status), Some(deleted), Some(title), Some(updated_at), Some(version)) => {
             // The API writes this JSON; if a row ever holds something else, the events the
             // worker applied are the better guide than a wedged agenda.
-            match serde_json::from_value::<Vec<ReminderSpec>>(reminders) {
+            let reminders = match t.13.map(serde_json::from_value::<Vec<ReminderSpec>>) {
+                None => Ok(None),
+                Some(Ok(r)) => Ok(Some(r)),
+                Some(Err(e)) => Err(e),
+            };
+            match reminders {
                 Ok(reminders) => Some(CurrentTask {
                     status: if status == "completed" {
                         TaskStatus::Completed
@@ -112,7 +117,7 @@ fn due_row(t: DueTuple) -> DueRow {
                     title,
                     reminders,
                     updated_at,
-                    version: v,
+                    version,
                 }),
                 Err(e) => {
                     tracing::warn!(task = %task_id, error = %e,
@@ -257,7 +262,8 @@ impl ReminderStore {
         let rows: Vec<DueTuple> = sqlx::query_as(
             "SELECT t.task_id, t.reminder_id, t.fire_at, t.user_id, t.title, t.due_at, \
                     t.task_version, t.armed_by, t.correlation_id, \
-                    k.status, k.deleted_at IS NOT NULL, k.due_at, k.title, k.reminders, \
+                    k.status, k.deleted_at IS NOT NULL, k.due_at, k.title, \
+                    CASE WHEN k.version <> t.task_version THEN k.reminders END, \
                     k.updated_at, k.version \
              FROM reminder_timers t LEFT JOIN tasks k ON k.id = t.task_id \
              WHERE t.state = 'pending' AND t.fire_at <= $1 \
