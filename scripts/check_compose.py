@@ -39,7 +39,7 @@ EXPECTED_RETENTION = {
 }
 
 # The compose services of the worker binaries: they connect as taskflow_service and never migrate.
-WORKERS = ("audit", "recurrence", "reminders")
+WORKERS = ("audit", "recurrence", "reminders", "notifier")
 TASKFLOW_IMAGE = "taskflow:local"
 DOCKERFILE = ROOT / "Dockerfile"
 
