@@ -77,6 +77,7 @@ pub struct ReminderMetrics {
     fired: IntCounter,
     skipped: IntCounterVec,
     lateness: Histogram,
+    batch: Histogram,
     applied: IntCounterVec,
     loop_errors: IntCounter,
 }
@@ -108,6 +109,15 @@ impl ReminderMetrics {
                 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
             ]),
         )?;
+        let batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "taskflow_reminders_batch_seconds",
+                "Duration of one firing transaction (lock the due timers, write their ReminderDue rows, mark them fired, commit).",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0,
+            ]),
+        )?;
         let applied = IntCounterVec::new(
             Opts::new(
                 "taskflow_reminders_events_applied_total",
@@ -123,6 +133,7 @@ impl ReminderMetrics {
         registry.register(Box::new(fired.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(lateness.clone()))?;
+        registry.register(Box::new(batch.clone()))?;
         registry.register(Box::new(applied.clone()))?;
         registry.register(Box::new(loop_errors.clone()))?;
         Ok(Self {
@@ -130,6 +141,7 @@ impl ReminderMetrics {
             fired,
             skipped,
             lateness,
+            batch,
             applied,
             loop_errors,
         })

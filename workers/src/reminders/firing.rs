@@ -157,8 +157,12 @@ impl FiringLoop {
     async fn fire_all_due(&self) -> Result<(), ReminderStoreError> {
         loop {
             let now = self.clock.now();
+            let started = std::time::Instant::now();
             let fired = self.store.fire_due(now, self.settings.batch).await?;
             let committed = self.clock.now();
+            if fired.seen > 0 {
+                self.metrics.batch.observe(started.elapsed().as_secs_f64());
+            }
             if !fired.fired.is_empty() {
                 self.relay.wake();
             }

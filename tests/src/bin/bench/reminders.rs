@@ -169,6 +169,15 @@ pub(crate) async fn bench_reminders(
     println!(
         "    plain rdkafka produce -> consume, {due} msg/s (ms):   p50 {p50:.1}  p99 {p99:.1}  max {pmax:.1}"
     );
+    let (batches, batch_secs) = (
+        sample(&metrics, "taskflow_reminders_batch_seconds_count"),
+        sample(&metrics, "taskflow_reminders_batch_seconds_sum"),
+    );
+    println!(
+        "    firing transactions: {batches:.0}, mean {:.1} ms for {:.0} timers each",
+        batch_secs * 1000.0 / batches.max(1.0),
+        due as f64 / batches.max(1.0)
+    );
     println!("    worker peak RSS: {:.1} MiB", peak_kib as f64 / 1024.0);
     Ok(())
 }
@@ -269,4 +278,11 @@ fn histogram_quantiles(text: &str, name: &str) -> (f64, f64, f64) {
         .map(|(b, _)| b.0 * 1000.0)
         .fold(0.0, f64::max);
     (quantile(0.5), quantile(0.99), max)
+}
+
+/// The value of an unlabelled sample `name` in a Prometheus text exposition (0 if absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
