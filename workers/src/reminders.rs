@@ -223,8 +223,8 @@ pub struct ReminderSettings {
     pub topic_task_events: String,
     /// `TASKFLOW_TOPIC_REMINDERS`: where `ReminderDue` is published (through the outbox).
     pub topic_reminders: String,
-    /// `TASKFLOW_REMINDERS_BATCH` (default 500) and `TASKFLOW_REMINDERS_MAX_IDLE_MS`
-    /// (default 60000).
+    /// `TASKFLOW_REMINDERS_BATCH` (default 500), `TASKFLOW_REMINDERS_MAX_IDLE_MS` (default
+    /// 60000) and `TASKFLOW_REMINDERS_FIRING_LOOPS` (default 1, 1 to 16).
     pub firing: FiringSettings,
     /// The system clock, unless a test shifts it.
     pub clock: Clock,
@@ -242,6 +242,7 @@ impl ReminderSettings {
             "TASKFLOW_REMINDERS_MAX_IDLE_MS",
             d.max_idle.as_millis() as u64,
         )?;
+        let loops: usize = env_or("TASKFLOW_REMINDERS_FIRING_LOOPS", d.loops)?;
         Ok(Self {
             kafka: KafkaSettings::from_env(GROUP_ID)?,
             runtime: RuntimeSettings::from_env(GROUP_ID, &[topic.as_str()])?,
@@ -250,6 +251,7 @@ impl ReminderSettings {
             firing: FiringSettings {
                 batch,
                 max_idle: Duration::from_millis(max_idle_ms.max(1)),
+                loops: loops.clamp(1, 16),
             },
             clock: Clock::system(),
         })
@@ -271,7 +273,7 @@ impl ReminderSettings {
 /// The running worker: its consumer and its firing loop.
 pub struct RemindersWorker {
     pub consumer: WorkerHandle,
-    firing: tokio::task::JoinHandle<()>,
+    firing: tokio::task::JoinHandle<Result<(), String>>,
     pending: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 }
@@ -295,14 +297,17 @@ impl RemindersWorker {
                 (r, (&mut firing).await)
             }
             f = &mut firing => {
-                // The loop returns only on shutdown; anything else is a panic.
+                // The loops return only on shutdown; anything else is a panic.
                 shutdown.cancel();
                 (consumer_task.await, f)
             }
         };
         pending.abort();
         consumer_result?;
-        firing_result.map_err(|e| ReminderError::FiringLoop(e.to_string()))
+        firing_result
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(ReminderError::FiringLoop)
     }
 }
 
@@ -344,8 +349,17 @@ pub fn spawn_reminders_worker<D: Decoder>(
         relay,
         metrics: metrics.clone(),
     };
-    // A panic in the loop ends its task; `join` reports it and the binary exits non-zero.
-    let firing = tokio::spawn(firing_loop.run(shutdown.clone()));
+    // A panic in a loop ends its task; the first one ends this task with its error, `join`
+    // reports it and the binary exits non-zero.
+    let loops: Vec<_> = (0..settings.firing.loops.max(1))
+        .map(|_| tokio::spawn(firing_loop.clone().run(shutdown.clone())))
+        .collect();
+    let firing = tokio::spawn(async move {
+        futures::future::try_join_all(loops)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
     let pending = tokio::spawn(refresh_pending(store, metrics, shutdown.clone()));
     Ok(RemindersWorker {
         consumer,

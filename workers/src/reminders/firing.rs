@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use taskflow_infra::backoff::Backoff;
 use taskflow_infra::notify::CoalescedNotify;
 use taskflow_infra::outbox::OutboxWaker;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Fired, ReminderStore, ReminderStoreError};
@@ -51,7 +51,9 @@ impl Clock {
 /// Wakes the firing loops after a timer was armed. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AgendaWaker {
-    local: Arc<Notify>,
+    /// Bumped on every arm: each firing loop of the process watches it (a watch, unlike a
+    /// `Notify`, wakes every loop and cannot lose a bump made while a loop was busy).
+    local: Arc<watch::Sender<u64>>,
     remote: CoalescedNotify,
 }
 
@@ -61,15 +63,14 @@ impl AgendaWaker {
 
     pub fn new(pool: PgPool) -> Self {
         Self {
-            local: Arc::new(Notify::new()),
+            local: Arc::new(watch::Sender::new(0)),
             remote: CoalescedNotify::spawn(pool, AGENDA_CHANNEL, Self::COALESCE),
         }
     }
 
     /// Call after committing a transaction that armed a timer.
     pub fn armed(&self) {
-        // notify_one keeps a permit while the loop is busy firing: not lost.
-        self.local.notify_one();
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
         self.remote.send();
     }
 }
@@ -81,6 +82,11 @@ pub struct FiringSettings {
     pub batch: i64,
     /// The longest sleep without looking at the agenda.
     pub max_idle: Duration,
+    /// Firing loops per process, each with its own transactions: due timers are split
+    /// between them (`SKIP LOCKED`) as between replicas, so a burst is written by several
+    /// database connections at once. That helps only while the database has idle cores: on
+    /// the 2-core test machine, shared with the broker, two loops were slower than one.
+    pub loops: usize,
 }
 
 impl Default for FiringSettings {
@@ -88,10 +94,12 @@ impl Default for FiringSettings {
         Self {
             batch: 500,
             max_idle: Duration::from_secs(60),
+            loops: 1,
         }
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct FiringLoop {
     pub(crate) store: Arc<ReminderStore>,
     pub(crate) pool: PgPool,
@@ -107,6 +115,7 @@ impl FiringLoop {
     /// meanwhile (a timer that was not marked fired is still pending).
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut armed = self.agenda.local.subscribe();
         let mut failures: u32 = 0;
         let mut listener: Option<PgListener> = None;
         while !shutdown.is_cancelled() {
@@ -142,7 +151,7 @@ impl FiringLoop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.agenda.local.notified() => {}
+                _ = armed.changed() => {}
                 lost = notified(&mut listener) => {
                     if lost {
                         listener = None;
