@@ -200,10 +200,10 @@ pub struct SnoozeReminder {
     #[schemars(extend("format" = "uuid"))]
     pub reminder_id: String,
     /// Snooze for this long from now: a positive ISO-8601 duration, e.g. `PT10M`, `PT1H`,
-    /// `P1D` (at most 366 days).
+    /// `P1D`; zero rings it at once.
     #[serde(rename = "for")]
     pub for_: Option<String>,
-    /// Or until this instant: RFC 3339 with an offset, in the future (at most 366 days).
+    /// Or until this instant: RFC 3339 with an offset (a past instant rings it at once).
     #[schemars(extend("format" = "date-time"))]
     pub until: Option<String>,
     /// Optional optimistic-concurrency check, as for `update_task`.

@@ -181,7 +181,8 @@ fn exdates() -> Value {
 fn reminder_id() -> Value {
     json!({"type": ["string", "null"], "format": "uuid",
            "description": "In a PATCH: keep the task's reminder with this id (and its snooze); \
-               an id that is not one of the task's reminders is a 422. Ignored on create."})
+               an id that is not one of the task's reminders makes the item a new reminder. \
+               Ignored on create."})
 }
 
 fn snoozed_until() -> Value {
@@ -355,14 +356,14 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
         (
             "SnoozeRequest",
             json!({
-                "description": "Exactly one of `for` (from now) and `until`, at most 366 days ahead.",
+                "description": "Exactly one of `for` (from now) and `until`; zero, or an instant already past, rings the reminder at once.",
                 "oneOf": [
                     {"type": "object", "additionalProperties": false, "required": ["for"],
                      "properties": {"for": {"type": "string", "pattern": duration(), "example": "PT10M",
-                                            "description": "Positive ISO-8601 duration from now."}}},
+                                            "description": "ISO-8601 duration from now."}}},
                     {"type": "object", "additionalProperties": false, "required": ["until"],
                      "properties": {"until": {"type": "string", "format": "date-time",
-                                              "description": "An instant in the future."}}},
+                                              "description": "When it fires; a past instant rings it at once."}}},
                 ],
             }),
         ),

@@ -127,7 +127,7 @@ async def main():
             "id": task_id, "reminder_id": reminder_id, "for": "PT10M",
         })
         steps["snooze_invalid"] = await call(s, "snooze_reminder", {
-            "id": task_id, "reminder_id": reminder_id, "for": "PT0S",
+            "id": task_id, "reminder_id": reminder_id, "for": "ten minutes",
         })
         steps["foreign_get"] = await call(s, "get_task", {"id": cfg["foreign_task_id"]})
         steps["foreign_complete"] = await call(s, "complete_task", {"id": cfg["foreign_task_id"]})

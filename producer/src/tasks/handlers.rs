@@ -366,7 +366,8 @@ pub async fn reopen_task(
     Ok(write_response(outcome, StatusCode::OK, false))
 }
 
-/// Snooze a reminder: it fires at the new instant (again, if it already fired).
+/// Snooze a reminder: it fires at the new instant (again, if it already fired); `for` zero
+/// or an `until` already past rings it at once.
 #[utoipa::path(
     post, path = "/tasks/{id}/reminders/{rid}/snooze", tag = "tasks",
     params(("id" = uuid::Uuid, Path), ("rid" = uuid::Uuid, Path),
@@ -376,7 +377,7 @@ pub async fn reopen_task(
         (status = 404, description = "Unknown, deleted, or another user's task; or no such reminder on it", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task is completed (reopen it first), or Idempotency-Key already used with another request", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Neither or both of `for` and `until`, a duration that is not positive or longer than 366 days, an instant not in the future", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Neither or both of `for` and `until`, a negative or malformed duration, a malformed instant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -389,7 +390,7 @@ pub async fn snooze_reminder(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let snooze = parse_snooze(&body.value, service::now_micros()).map_err(ApiError::Validation)?;
+    let snooze = parse_snooze(&body.value).map_err(ApiError::Validation)?;
     let writer = Writer {
         user_id: user.user_id,
         ctx,

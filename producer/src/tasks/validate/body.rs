@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     instant::parse_instant,
     recurrence::{check_rrule, parse_recurrence},
-    reminders::{assign_ids, parse_reminders, unknown_ids},
+    reminders::{assign_ids, parse_reminders},
     text::{parse_description, parse_tags, parse_title},
 };
 use crate::{
@@ -103,12 +103,6 @@ pub fn apply_patch(
     patch: &FieldsPatch,
     now: DateTime<Utc>,
 ) -> Result<TaskFields, PatchError> {
-    if let Some(next) = &patch.reminders {
-        let unknown = unknown_ids(&current.reminders, next);
-        if !unknown.is_empty() {
-            return Err(PatchError::Invalid(unknown));
-        }
-    }
     let fields = patch.apply(current);
     check_fields(&fields, now).map_err(|errors| {
         // A rule that does not parse is wrong whatever the task holds; a

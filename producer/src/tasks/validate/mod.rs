@@ -32,7 +32,7 @@ pub use list::{parse_list_query, ListQuery, Q_MAX_CHARS};
 pub use page::{parse_cursor, parse_limit, Cursor, Limit, DEFAULT_LIMIT, MAX_LIMIT};
 pub use recurrence::{check_rrule, parse_recurrence, Rrule, Zone, MAX_EXDATES, RRULE_MAX_CHARS};
 pub use reminders::{parse_reminders, MAX_REMINDERS};
-pub use snooze::{parse_snooze, Snooze, MAX_SNOOZE_DAYS};
+pub use snooze::{parse_snooze, Snooze};
 pub use text::{
     parse_tags, parse_title, reject_nul, Title, DESCRIPTION_MAX_CHARS, MAX_TAGS, TAG_MAX_CHARS,
     TITLE_MAX_CHARS,

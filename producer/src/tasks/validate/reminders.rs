@@ -78,6 +78,20 @@ fn parse_reminder(v: &Value) -> Result<ReminderSpec, (&'static str, String)> {
         ),
         Some(_) => return Err(("id", "must be a reminder id (a UUID)".to_owned())),
     };
+    // Read-only and ignored, but what the document promises (null or an instant) is checked,
+    // so a malformed body is refused rather than half-read.
+    match obj.get("snoozed_until") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            parse_instant(s).map_err(|e| ("snoozed_until", e))?;
+        }
+        Some(_) => {
+            return Err((
+                "snoozed_until",
+                "must be null or an RFC 3339 string".to_owned(),
+            ))
+        }
+    }
     let rule = match (obj.get("before"), obj.get("at")) {
         (Some(b), None) => {
             let s = b
@@ -98,21 +112,6 @@ fn parse_reminder(v: &Value) -> Result<ReminderSpec, (&'static str, String)> {
     Ok(ReminderSpec { id, ..rule })
 }
 
-/// Ids in `next` that are not ids of `current` (a patch may only name the task's own
-/// reminders), as field errors.
-pub fn unknown_ids(current: &[ReminderSpec], next: &[ReminderSpec]) -> Vec<FieldError> {
-    next.iter()
-        .enumerate()
-        .filter(|(_, r)| r.id.is_some() && !current.iter().any(|c| c.id == r.id))
-        .map(|(i, _)| {
-            FieldError::new(
-                format!("reminders[{i}].id"),
-                "is not one of this task's reminders (omit it for a new reminder)",
-            )
-        })
-        .collect()
-}
-
 /// The reminders after a change, with ids and snoozes settled.
 ///
 /// Each item keeps the reminder it names by `id`; an item without one takes the id of a
@@ -120,8 +119,8 @@ pub fn unknown_ids(current: &[ReminderSpec], next: &[ReminderSpec]) -> Vec<Field
 /// does not replace every reminder by resending the list); the rest get new ids (`new_id`).
 /// A kept reminder keeps its snooze only while the instant its rule names is unchanged
 /// (a snooze was relative to that instant): moving `due_at` or changing the rule clears it.
-/// An id that is not one of `current`'s is treated as new ([`unknown_ids`] refuses it in a
-/// patch first).
+/// An id that is not one of `current`'s names nothing to keep: that item is a new reminder
+/// (merge by id, as a client that copied a reminder from another task would expect).
 pub fn assign_ids(
     current: &[ReminderSpec],
     current_due: Option<DateTime<Utc>>,
@@ -268,7 +267,9 @@ mod tests {
         // On create there is nothing to keep: every reminder is new, whatever it names.
         let out = assign_ids(&[], None, &next, due, &mut fresh);
         assert_eq!(ids(&out), [id(102), id(103)]);
-        assert_eq!(unknown_ids(&[], &next).len(), 1);
-        assert!(unknown_ids(&current, &next).is_empty());
+        // An id the task does not have is a new reminder.
+        let stray = [with(ReminderSpec::before(120), 99, None)];
+        let out = assign_ids(&current, due, &stray, due, &mut fresh);
+        assert_eq!(ids(&out), [id(104)]);
     }
 }
