@@ -116,7 +116,12 @@ impl StreamTokenKeys {
 
     /// A token for `user_id` under `parent`, valid [`STREAM_TOKEN_TTL_SECS`] from `now`
     /// (never past a login parent's own expiry); with its expiry.
-    pub fn issue(&self, user_id: Uuid, parent: Parent, now: i64) -> Result<(String, i64), AuthError> {
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        parent: Parent,
+        now: i64,
+    ) -> Result<(String, i64), AuthError> {
         let mut exp = now.saturating_add(STREAM_TOKEN_TTL_SECS);
         if let Parent::Session { exp: parent_exp } = parent {
             exp = exp.min(parent_exp);
@@ -203,8 +208,10 @@ impl FromRequestParts<AppState> for FeedCaller {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             return from_bearer(parts, state).await;
         }
-        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
+        let Query(pairs) =
+            Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map_err(|e| {
+                ApiError::BadRequest(format!("invalid query string: {}", e.body_text()))
+            })?;
         let Some((_, token)) = pairs.iter().find(|(k, _)| k == "access_token") else {
             return Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer <token> or ?access_token=<stream token>",

@@ -94,11 +94,8 @@ mod tests {
     use uuid::Uuid;
 
     async fn render(events: Vec<Event>) -> String {
-        let stream = futures::stream::iter(
-            events
-                .into_iter()
-                .map(Ok::<_, std::convert::Infallible>),
-        );
+        let stream =
+            futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
         let body = Sse::new(stream).into_response().into_body();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()

@@ -57,8 +57,9 @@ pub async fn stream(
     caller: FeedCaller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let last_event_id = parse_last_event_id(headers.get("last-event-id").map(HeaderValue::as_bytes))
-        .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
+    let last_event_id =
+        parse_last_event_id(headers.get("last-event-id").map(HeaderValue::as_bytes))
+            .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
     // Subscribe before reading the head: an entry committed after the read wakes the stream.
     let subscription = state.feed.hub.subscribe(caller.user_id);
     let (head, pruned_through) = feed::head(&state.pool, caller.user_id).await?;

@@ -56,9 +56,13 @@ pub async fn list_notifications(
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
     let query = parse_inbox_query(&pairs).map_err(ApiError::Validation)?;
-    let mut items =
-        store::list(&state.pool, user.user_id, query.limit.saturating_add(1), query.cursor)
-            .await?;
+    let mut items = store::list(
+        &state.pool,
+        user.user_id,
+        query.limit.saturating_add(1),
+        query.cursor,
+    )
+    .await?;
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     let next_cursor = if items.len() > limit {
         items.truncate(limit);

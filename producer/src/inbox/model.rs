@@ -160,10 +160,16 @@ mod tests {
         }
         assert_eq!(InboxCursor::decode(""), None);
         assert_eq!(InboxCursor::decode("not a cursor"), None);
-        assert_eq!(InboxCursor::decode(&URL_SAFE_NO_PAD.encode([0u8; 24])), None);
+        assert_eq!(
+            InboxCursor::decode(&URL_SAFE_NO_PAD.encode([0u8; 24])),
+            None
+        );
         let mut bad_flag = vec![2u8];
         bad_flag.extend_from_slice(&[0u8; 24]);
-        assert_eq!(InboxCursor::decode(&URL_SAFE_NO_PAD.encode(&bad_flag)), None);
+        assert_eq!(
+            InboxCursor::decode(&URL_SAFE_NO_PAD.encode(&bad_flag)),
+            None
+        );
         // The task list's cursor is not an inbox cursor.
         let task = crate::tasks::validate::page::Cursor {
             created_at: Utc::now(),
@@ -203,8 +209,8 @@ mod tests {
         let q = parse_inbox_query(&pairs(&[("limit", "3"), ("cursor", &c.encode())])).unwrap();
         assert_eq!(q.limit, 3);
         assert_eq!(q.cursor.map(|c| c.id), Some(c.id));
-        let e = parse_inbox_query(&pairs(&[("limit", "0"), ("cursor", "x"), ("q", "y")]))
-            .unwrap_err();
+        let e =
+            parse_inbox_query(&pairs(&[("limit", "0"), ("cursor", "x"), ("q", "y")])).unwrap_err();
         let fields: Vec<&str> = e.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["limit", "cursor", "q"]);
     }

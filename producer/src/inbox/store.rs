@@ -43,12 +43,10 @@ pub async fn list<'e>(
 }
 
 pub async fn unread_count<'e>(ex: impl PgExecutor<'e>, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL",
-    )
-    .bind(user_id)
-    .fetch_one(ex)
-    .await
+    sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
+        .bind(user_id)
+        .fetch_one(ex)
+        .await
 }
 
 /// Marks notification `id` of `user_id` read. `None`: no such notification of this user.

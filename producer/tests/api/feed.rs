@@ -7,27 +7,27 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use taskflow_producer::{config::JwtSecret, feed::credential::{Parent, StreamTokenKeys}};
+use taskflow_producer::{
+    config::JwtSecret,
+    feed::credential::{Parent, StreamTokenKeys},
+};
 
 use crate::{
     helpers::{assert_problem, spawn_app, spawn_app_with, TestApp},
     sse::{append, append_silently, open, reminder_due, task_event, SseStream},
 };
 
-fn metric(app_registry: &prometheus::Registry, name: &str) -> f64 {
-    app_registry
+fn metric(registry: &prometheus::Registry, name: &str) -> f64 {
+    use prometheus::proto::MetricType;
+    registry
         .gather()
         .iter()
         .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| {
-            if m.get_gauge().has_value() {
-                m.get_gauge().value()
-            } else if m.get_counter().has_value() {
-                m.get_counter().value()
-            } else {
-                m.get_histogram().get_sample_count() as f64
-            }
+        .flat_map(|f| f.get_metric().iter().map(move |m| (f.get_field_type(), m)))
+        .map(|(kind, m)| match kind {
+            MetricType::GAUGE => m.get_gauge().get_value(),
+            MetricType::COUNTER => m.get_counter().get_value(),
+            _ => m.get_histogram().get_sample_count() as f64,
         })
         .sum()
 }
@@ -35,7 +35,10 @@ fn metric(app_registry: &prometheus::Registry, name: &str) -> f64 {
 async fn wait_for(mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + crate::sse::WAIT;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -81,9 +84,21 @@ async fn both_streams_of_a_user_get_each_entry_in_order_and_another_user_gets_no
     let mut b = open(&app.address, &bob_token, None).await;
     wait_for(|| metric(&app.registry, "taskflow_streams_open") == 3.0).await;
 
-    let created = append(&app.pool, alice, "TaskCreated", task_event("TaskCreated", "milk")).await;
+    let created = append(
+        &app.pool,
+        alice,
+        "TaskCreated",
+        task_event("TaskCreated", "milk"),
+    )
+    .await;
     let (notification, due) = reminder_due(&app.pool, alice, "milk", chrono::Utc::now()).await;
-    let done = append(&app.pool, alice, "TaskCompleted", task_event("TaskCompleted", "milk")).await;
+    let done = append(
+        &app.pool,
+        alice,
+        "TaskCompleted",
+        task_event("TaskCompleted", "milk"),
+    )
+    .await;
     for s in [&mut a1, &mut a2] {
         let f = s.expect_entry(created, "TaskCreated").await;
         assert_eq!(f.json()["type"], "TaskCreated");
@@ -93,12 +108,24 @@ async fn both_streams_of_a_user_get_each_entry_in_order_and_another_user_gets_no
         s.expect_entry(done, "TaskCompleted").await;
     }
     // Bob's first event is his own, appended after all of Alice's: he got none of hers.
-    let mine = append(&app.pool, bob, "TaskCreated", task_event("TaskCreated", "bob's")).await;
+    let mine = append(
+        &app.pool,
+        bob,
+        "TaskCreated",
+        task_event("TaskCreated", "bob's"),
+    )
+    .await;
     b.expect_entry(mine, "TaskCreated").await;
     assert_eq!(mine, 1, "per-user seqs");
 
-    assert_eq!(metric(&app.registry, "taskflow_stream_events_pushed_total"), 7.0);
-    assert_eq!(metric(&app.registry, "taskflow_stream_push_lag_seconds"), 7.0);
+    assert_eq!(
+        metric(&app.registry, "taskflow_stream_events_pushed_total"),
+        7.0
+    );
+    assert_eq!(
+        metric(&app.registry, "taskflow_stream_push_lag_seconds"),
+        7.0
+    );
     drop((a1, a2));
     wait_for(|| metric(&app.registry, "taskflow_streams_open") == 1.0).await;
 }
@@ -107,11 +134,29 @@ async fn both_streams_of_a_user_get_each_entry_in_order_and_another_user_gets_no
 async fn a_fresh_stream_starts_at_the_head_and_a_resumed_one_gets_exactly_what_it_missed() {
     let app = spawn_app().await;
     let (user, token) = app.new_user().await;
-    let before = append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "old")).await;
+    let before = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "old"),
+    )
+    .await;
 
     let mut s = open(&app.address, &token, None).await;
-    let one = append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "a")).await;
-    let two = append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", "a")).await;
+    let one = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "a"),
+    )
+    .await;
+    let two = append(
+        &app.pool,
+        user,
+        "TaskUpdated",
+        task_event("TaskUpdated", "a"),
+    )
+    .await;
     // The entry from before the stream opened is not sent: the stream starts at the head.
     s.expect_entry(one, "TaskCreated").await;
     s.expect_entry(two, "TaskUpdated").await;
@@ -121,7 +166,15 @@ async fn a_fresh_stream_starts_at_the_head_and_a_resumed_one_gets_exactly_what_i
     let missed: Vec<i64> = {
         let mut v = Vec::new();
         for i in 0..3 {
-            v.push(append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", &i.to_string())).await);
+            v.push(
+                append(
+                    &app.pool,
+                    user,
+                    "TaskUpdated",
+                    task_event("TaskUpdated", &i.to_string()),
+                )
+                .await,
+            );
         }
         v
     };
@@ -130,7 +183,13 @@ async fn a_fresh_stream_starts_at_the_head_and_a_resumed_one_gets_exactly_what_i
         s.expect_entry(*seq, "TaskUpdated").await;
     }
     // Then live, and nothing twice: the next event is the next entry.
-    let live = append(&app.pool, user, "TaskDeleted", task_event("TaskDeleted", "a")).await;
+    let live = append(
+        &app.pool,
+        user,
+        "TaskDeleted",
+        task_event("TaskDeleted", "a"),
+    )
+    .await;
     s.expect_entry(live, "TaskDeleted").await;
     drop(s);
 
@@ -140,7 +199,10 @@ async fn a_fresh_stream_starts_at_the_head_and_a_resumed_one_gets_exactly_what_i
         assert_eq!(s.next_event().await.seq(), *seq);
     }
     // Replayed backlog is pushed but not counted as push lag.
-    assert_eq!(metric(&app.registry, "taskflow_stream_push_lag_seconds"), 3.0);
+    assert_eq!(
+        metric(&app.registry, "taskflow_stream_push_lag_seconds"),
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -148,7 +210,13 @@ async fn a_stream_resumed_below_the_pruned_mark_is_told_to_resync() {
     let app = spawn_app().await;
     let (user, token) = app.new_user().await;
     for i in 0..4 {
-        append(&app.pool, user, "TaskCreated", task_event("TaskCreated", &i.to_string())).await;
+        append(
+            &app.pool,
+            user,
+            "TaskCreated",
+            task_event("TaskCreated", &i.to_string()),
+        )
+        .await;
     }
     // Retention removed entries 1 to 3.
     sqlx::query("DELETE FROM feed WHERE user_id = $1 AND seq <= 3")
@@ -167,7 +235,13 @@ async fn a_stream_resumed_below_the_pruned_mark_is_told_to_resync() {
     assert_eq!(f.kind(), "resync");
     assert_eq!(f.json()["reason"], "pruned");
     assert_eq!(f.seq(), 4, "continues from the head");
-    let next = append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", "x")).await;
+    let next = append(
+        &app.pool,
+        user,
+        "TaskUpdated",
+        task_event("TaskUpdated", "x"),
+    )
+    .await;
     s.expect_entry(next, "TaskUpdated").await;
 
     // Exactly at the pruned mark nothing is missing: entry 4 follows, no resync.
@@ -178,7 +252,10 @@ async fn a_stream_resumed_below_the_pruned_mark_is_told_to_resync() {
     // A position beyond the head was never handed out.
     let mut s = open(&app.address, &token, Some(99)).await;
     let f = s.next_event().await;
-    assert_eq!((f.kind(), f.json()["reason"].clone()), ("resync", json!("unknown_position")));
+    assert_eq!(
+        (f.kind(), f.json()["reason"].clone()),
+        ("resync", json!("unknown_position"))
+    );
 
     let r = app
         .req(Method::GET, "/feed/stream", &token)
@@ -197,12 +274,22 @@ async fn a_stream_token_opens_a_stream_and_an_expired_or_forged_one_is_refused()
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
-    let expires_at: chrono::DateTime<chrono::Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        body["expires_at"].as_str().unwrap().parse().unwrap();
     let ttl = expires_at - chrono::Utc::now();
-    assert!(ttl <= chrono::Duration::seconds(60) && ttl > chrono::Duration::seconds(50), "{ttl}");
+    assert!(
+        ttl <= chrono::Duration::seconds(60) && ttl > chrono::Duration::seconds(50),
+        "{ttl}"
+    );
 
     let mut s = SseStream::new(open_with_query(&app, token).await);
-    let seq = append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "t")).await;
+    let seq = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "t"),
+    )
+    .await;
     s.expect_entry(seq, "TaskCreated").await;
 
     let keys = StreamTokenKeys::new(&JwtSecret::new(app.secret.clone()));
@@ -215,14 +302,25 @@ async fn a_stream_token_opens_a_stream_and_an_expired_or_forged_one_is_refused()
         .unwrap()
         .0;
     // A login token is not a stream token: it never goes in a URL.
-    for bad in [expired.as_str(), forged.as_str(), "garbage", "", login.as_str()] {
+    for bad in [
+        expired.as_str(),
+        forged.as_str(),
+        "garbage",
+        "",
+        login.as_str(),
+    ] {
         let r = open_with_query(&app, bad).await;
         assert_problem(r, StatusCode::UNAUTHORIZED).await;
     }
     // And a stream token is not a bearer token.
     let r = app.list(token, "").await;
     assert_problem(r, StatusCode::UNAUTHORIZED).await;
-    let r = app.client.get(app.url("/feed/stream")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/feed/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -242,7 +340,13 @@ async fn revoking_a_personal_access_token_ends_its_streams() {
         SseStream::new(open_with_query(&app, minted["token"].as_str().unwrap()).await);
     let mut by_login = open(&app.address, &login, None).await;
 
-    let seq = append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "t")).await;
+    let seq = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "t"),
+    )
+    .await;
     direct.expect_entry(seq, "TaskCreated").await;
     via_stream_token.expect_entry(seq, "TaskCreated").await;
 
@@ -260,7 +364,13 @@ async fn revoking_a_personal_access_token_ends_its_streams() {
 
     // The login stream lives on.
     by_login.expect_entry(seq, "TaskCreated").await;
-    let next = append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", "t")).await;
+    let next = append(
+        &app.pool,
+        user,
+        "TaskUpdated",
+        task_event("TaskUpdated", "t"),
+    )
+    .await;
     by_login.expect_entry(next, "TaskUpdated").await;
     wait_for(|| metric(&app.registry, "taskflow_streams_open") == 1.0).await;
 }
@@ -285,7 +395,11 @@ async fn a_token_without_notifications_read_is_refused() {
     let app = spawn_app().await;
     let (_, login) = app.new_user().await;
     let (_, pat) = token_with(&app, &login, &["tasks:read", "tasks:write"]).await;
-    let r = app.req(Method::GET, "/feed/stream", &pat).send().await.unwrap();
+    let r = app
+        .req(Method::GET, "/feed/stream", &pat)
+        .send()
+        .await
+        .unwrap();
     let p = assert_problem(r, StatusCode::FORBIDDEN).await;
     assert!(p["detail"].as_str().unwrap().contains("notifications:read"));
     let r = stream_token(&app, &pat).await;
@@ -301,8 +415,20 @@ async fn two_replicas_each_send_one_copy_of_each_entry_to_their_streams() {
     let mut on_second = open(&replica.address, &token, None).await;
 
     let seqs = [
-        append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "r")).await,
-        append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", "r")).await,
+        append(
+            &app.pool,
+            user,
+            "TaskCreated",
+            task_event("TaskCreated", "r"),
+        )
+        .await,
+        append(
+            &app.pool,
+            user,
+            "TaskUpdated",
+            task_event("TaskUpdated", "r"),
+        )
+        .await,
     ];
     // A read-state change made through the second replica reaches the first.
     let (id, due) = reminder_due(&app.pool, user, "r", chrono::Utc::now()).await;
@@ -321,7 +447,13 @@ async fn two_replicas_each_send_one_copy_of_each_entry_to_their_streams() {
         assert_eq!(f.json()["notification_ids"], json!([id]));
     }
     // One copy: the next event on each is the next entry.
-    let last = append(&app.pool, user, "TaskDeleted", task_event("TaskDeleted", "r")).await;
+    let last = append(
+        &app.pool,
+        user,
+        "TaskDeleted",
+        task_event("TaskDeleted", "r"),
+    )
+    .await;
     on_first.expect_entry(last, "TaskDeleted").await;
     on_second.expect_entry(last, "TaskDeleted").await;
     assert_eq!(metric(&replica.registry, "taskflow_streams_open"), 1.0);
@@ -333,7 +465,13 @@ async fn streams_catch_up_when_the_listener_connection_was_lost() {
     let (user, token) = app.new_user().await;
     let mut s = open(&app.address, &token, None).await;
     // Written while nobody would hear of it: no NOTIFY reaches the stream.
-    let seq = append_silently(&app.pool, user, "TaskCreated", task_event("TaskCreated", "lost")).await;
+    let seq = append_silently(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "lost"),
+    )
+    .await;
     let mut owner = app.owner().await;
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -345,7 +483,13 @@ async fn streams_catch_up_when_the_listener_connection_was_lost() {
     assert_eq!(killed, [true], "one listener per API process");
     // Reconnected, the listener wakes every stream, which reads what it missed.
     s.expect_entry(seq, "TaskCreated").await;
-    let next = append(&app.pool, user, "TaskUpdated", task_event("TaskUpdated", "back")).await;
+    let next = append(
+        &app.pool,
+        user,
+        "TaskUpdated",
+        task_event("TaskUpdated", "back"),
+    )
+    .await;
     s.expect_entry(next, "TaskUpdated").await;
 }
 
@@ -364,9 +508,21 @@ async fn a_stream_never_carries_another_users_entry_even_with_a_forged_position(
     let (alice, _) = app.new_user().await;
     let (bob, bob_token) = app.new_user().await;
     for i in 0..3 {
-        append(&app.pool, alice, "TaskCreated", task_event("TaskCreated", &i.to_string())).await;
+        append(
+            &app.pool,
+            alice,
+            "TaskCreated",
+            task_event("TaskCreated", &i.to_string()),
+        )
+        .await;
     }
-    append(&app.pool, bob, "TaskCreated", task_event("TaskCreated", "bob")).await;
+    append(
+        &app.pool,
+        bob,
+        "TaskCreated",
+        task_event("TaskCreated", "bob"),
+    )
+    .await;
     // Bob resumes from 0: he gets his one entry, never Alice's seqs 1 to 3.
     let mut s = open(&app.address, &bob_token, Some(0)).await;
     let f = s.expect_entry(1, "TaskCreated").await;

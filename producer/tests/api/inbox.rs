@@ -45,12 +45,18 @@ async fn the_inbox_lists_unread_first_then_newest_and_pages_through_every_item_o
     let t0 = Utc::now() - Duration::hours(1);
     let mut made = Vec::new();
     for i in 0..5 {
-        let (id, _) = reminder_due(&app.pool, user, &format!("n{i}"), t0 + Duration::minutes(i)).await;
+        let (id, _) =
+            reminder_due(&app.pool, user, &format!("n{i}"), t0 + Duration::minutes(i)).await;
         made.push(id.to_string());
     }
     // n1 and n3 are read.
     for i in [1, 3] {
-        assert_eq!(post(&app, &token, &format!("/notifications/{}/read", made[i])).await.status(), StatusCode::OK);
+        assert_eq!(
+            post(&app, &token, &format!("/notifications/{}/read", made[i]))
+                .await
+                .status(),
+            StatusCode::OK
+        );
     }
     let expected: Vec<String> = [4, 2, 0, 3, 1].iter().map(|&i| made[i].clone()).collect();
     let all = get(&app, &token, "/notifications").await;
@@ -76,7 +82,15 @@ async fn the_inbox_lists_unread_first_then_newest_and_pages_through_every_item_o
     }
     assert_eq!(seen, expected);
 
-    let r = app.req(Method::GET, "/notifications?limit=0&cursor=nope&colour=red", &token).send().await.unwrap();
+    let r = app
+        .req(
+            Method::GET,
+            "/notifications?limit=0&cursor=nope&colour=red",
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
     let p = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(error_fields(&p), ["limit", "cursor", "colour"]);
 }
@@ -92,7 +106,10 @@ async fn marking_read_updates_the_count_is_idempotent_and_reaches_the_users_stre
     for seq in [seq_a, seq_b, seq_c] {
         s.expect_entry(seq, "ReminderDue").await;
     }
-    assert_eq!(get(&app, &token, "/notifications/unread-count").await, json!({"unread": 3}));
+    assert_eq!(
+        get(&app, &token, "/notifications/unread-count").await,
+        json!({"unread": 3})
+    );
 
     let r = post(&app, &token, &format!("/notifications/{a}/read")).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -104,7 +121,10 @@ async fn marking_read_updates_the_count_is_idempotent_and_reaches_the_users_stre
         f.json(),
         json!({"type": "NotificationRead", "notification_ids": [a], "unread": 2})
     );
-    assert_eq!(get(&app, &token, "/notifications/unread-count").await, json!({"unread": 2}));
+    assert_eq!(
+        get(&app, &token, "/notifications/unread-count").await,
+        json!({"unread": 2})
+    );
 
     // Again: the same answer, and nothing written (no feed entry, same read_at).
     let before = head(&app, user).await;
@@ -116,7 +136,10 @@ async fn marking_read_updates_the_count_is_idempotent_and_reaches_the_users_stre
 
     let r = post(&app, &token, "/notifications/read-all").await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked": 2, "unread": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked": 2, "unread": 0})
+    );
     let f = s.expect_entry(before + 1, "NotificationRead").await;
     let mut expected = vec![b, c];
     expected.sort();
@@ -124,11 +147,17 @@ async fn marking_read_updates_the_count_is_idempotent_and_reaches_the_users_stre
         f.json(),
         json!({"type": "NotificationRead", "notification_ids": expected, "unread": 0})
     );
-    assert_eq!(get(&app, &token, "/notifications/unread-count").await, json!({"unread": 0}));
+    assert_eq!(
+        get(&app, &token, "/notifications/unread-count").await,
+        json!({"unread": 0})
+    );
 
     // Nothing left unread: read-all writes nothing.
     let r = post(&app, &token, "/notifications/read-all").await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked": 0, "unread": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked": 0, "unread": 0})
+    );
     assert_eq!(head(&app, user).await, before + 1);
 
     // The feed entry carries a fresh event id per change.
@@ -157,10 +186,16 @@ async fn another_users_notification_is_not_found_and_untouched() {
     }
     let page = get(&app, &bob_token, "/notifications").await;
     assert_eq!(page["items"], json!([]));
-    assert_eq!(get(&app, &bob_token, "/notifications/unread-count").await, json!({"unread": 0}));
+    assert_eq!(
+        get(&app, &bob_token, "/notifications/unread-count").await,
+        json!({"unread": 0})
+    );
     // Bob's read-all does not touch Alice's.
     let r = post(&app, &bob_token, "/notifications/read-all").await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked": 0, "unread": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked": 0, "unread": 0})
+    );
     let read_at: Option<chrono::DateTime<Utc>> =
         sqlx::query_scalar("SELECT read_at FROM notifications WHERE id = $1")
             .bind(id)
@@ -180,14 +215,20 @@ async fn the_inbox_needs_notifications_read() {
         .send()
         .await
         .unwrap();
-    let tasks_only = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let tasks_only = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app
         .req(Method::POST, "/tokens", &login)
         .json(&json!({"name": "inbox", "scopes": ["notifications:read"]}))
         .send()
         .await
         .unwrap();
-    let inbox = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let inbox = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let id = Uuid::now_v7();
     for (method, path) in [
         (Method::GET, "/notifications".to_owned()),
@@ -195,12 +236,24 @@ async fn the_inbox_needs_notifications_read() {
         (Method::POST, format!("/notifications/{id}/read")),
         (Method::POST, "/notifications/read-all".to_owned()),
     ] {
-        let r = app.req(method.clone(), &path, &tasks_only).send().await.unwrap();
+        let r = app
+            .req(method.clone(), &path, &tasks_only)
+            .send()
+            .await
+            .unwrap();
         let p = assert_problem(r, StatusCode::FORBIDDEN).await;
-        assert!(p["detail"].as_str().unwrap().contains("notifications:read"), "{path}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("notifications:read"),
+            "{path}"
+        );
         let r = app.req(method.clone(), &path, &inbox).send().await.unwrap();
         assert_ne!(r.status(), StatusCode::FORBIDDEN, "{path}");
-        let r = app.client.request(method, app.url(&path)).send().await.unwrap();
+        let r = app
+            .client
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
         assert_problem(r, StatusCode::UNAUTHORIZED).await;
     }
 }
