@@ -110,7 +110,7 @@ pub fn routes() -> Router<AppState> {
             "/tokens/{id}",
             axum::routing::delete(tokens::handlers::revoke_token),
         )
-        .route("/feed/stream", get(feed::handlers::stream))
+        .route("/feed/stream", get(feed::handlers::open_stream))
         .route(
             "/feed/stream-tokens",
             post(feed::handlers::create_stream_token),

@@ -53,7 +53,7 @@ use crate::{
         tokens::handlers::create_token,
         tokens::handlers::list_tokens,
         tokens::handlers::revoke_token,
-        feed::handlers::stream,
+        feed::handlers::open_stream,
         feed::handlers::create_stream_token,
         inbox::handlers::list_notifications,
         inbox::handlers::unread_count,

@@ -49,10 +49,12 @@ pub struct StreamTokenResponse {
         (status = 200, description = "The stream (never ends on its own but for `event: end`)",
          body = String, content_type = "text/event-stream"),
         (status = 400, description = "A malformed `Last-Event-ID` header or query string", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credential; a missing, malformed or expired bearer token; a stream token that is \
+         invalid, expired, or whose parent credential has expired or been revoked", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("stream_token" = []))
 )]
-pub async fn stream(
+pub async fn open_stream(
     State(state): State<AppState>,
     caller: FeedCaller,
     headers: HeaderMap,
@@ -87,7 +89,7 @@ pub async fn stream(
 /// the stream ends when that credential expires or is revoked.
 #[utoipa::path(
     post, path = "/feed/stream-tokens", tag = "feed",
-    responses((status = 200, body = StreamTokenResponse)),
+    responses((status = 200, description = "A stream token, valid 60 s to open a stream", body = StreamTokenResponse)),
     security(("bearer" = []))
 )]
 pub async fn create_stream_token(

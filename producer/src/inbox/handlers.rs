@@ -45,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for NotificationId {
         ("limit" = Option<i64>, Query),
         ("cursor" = Option<String>, Query),
     ),
-    responses((status = 200, body = NotificationPage)),
+    responses((status = 200, description = "A page of notifications", body = NotificationPage)),
     security(("bearer" = []))
 )]
 pub async fn list_notifications(
@@ -83,7 +83,7 @@ pub async fn list_notifications(
 /// How many of the caller's notifications are unread.
 #[utoipa::path(
     get, path = "/notifications/unread-count", tag = "inbox",
-    responses((status = 200, body = UnreadCount)),
+    responses((status = 200, description = "The unread count", body = UnreadCount)),
     security(("bearer" = []))
 )]
 pub async fn unread_count(
@@ -120,7 +120,7 @@ pub async fn mark_read(
 /// `NotificationRead` entry (when anything changed).
 #[utoipa::path(
     post, path = "/notifications/read-all", tag = "inbox",
-    responses((status = 200, body = ReadAllResponse)),
+    responses((status = 200, description = "Every notification is read", body = ReadAllResponse)),
     security(("bearer" = []))
 )]
 pub async fn mark_all_read(

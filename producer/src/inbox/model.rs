@@ -156,6 +156,11 @@ mod tests {
             };
             let s = c.encode();
             assert_eq!(s.len(), INBOX_CURSOR_CHARS);
+            // The shape the OpenAPI document's pattern promises.
+            let b = s.as_bytes();
+            assert_eq!(b[0], b'A');
+            assert!(matches!(b[1], b'A'..=b'Z' | b'a'..=b'f'), "{s}");
+            assert!(matches!(b[33], b'A' | b'Q' | b'g' | b'w'), "{s}");
             assert_eq!(InboxCursor::decode(&s), Some(c));
         }
         assert_eq!(InboxCursor::decode(""), None);

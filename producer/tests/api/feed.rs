@@ -528,3 +528,65 @@ async fn a_stream_never_carries_another_users_entry_even_with_a_forged_position(
     let f = s.expect_entry(1, "TaskCreated").await;
     assert_eq!(f.json()["event"]["title"], "bob");
 }
+
+#[tokio::test]
+async fn openapi_documents_the_feed_and_inbox_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if std::env::var_os("TASKFLOW_TEST_PRINT_OPENAPI").is_some() {
+        for p in [
+            "/feed/stream",
+            "/feed/stream-tokens",
+            "/notifications",
+            "/notifications/{id}/read",
+        ] {
+            println!(
+                "{p}: {}",
+                serde_json::to_string_pretty(&doc["paths"][p]).unwrap()
+            );
+        }
+    }
+    let stream = &doc["paths"]["/feed/stream"]["get"];
+    assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object());
+    let statuses: Vec<&String> = stream["responses"].as_object().unwrap().keys().collect();
+    assert_eq!(statuses, ["200", "400", "401", "403", "500", "503"]);
+    assert_eq!(
+        stream["security"],
+        json!([{"bearer": []}, {"stream_token": []}])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["stream_token"],
+        json!({"type": "apiKey", "in": "query", "name": "access_token",
+               "description": doc["components"]["securitySchemes"]["stream_token"]["description"]})
+    );
+    let tokens = &doc["paths"]["/feed/stream-tokens"]["post"];
+    let statuses: Vec<&String> = tokens["responses"].as_object().unwrap().keys().collect();
+    assert_eq!(statuses, ["200", "401", "403", "500", "503"]);
+    let list = &doc["paths"]["/notifications"]["get"];
+    let statuses: Vec<&String> = list["responses"].as_object().unwrap().keys().collect();
+    assert_eq!(statuses, ["200", "400", "401", "403", "422", "500", "503"]);
+    let cursor = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "cursor")
+        .unwrap();
+    assert_eq!(
+        cursor["schema"]["pattern"],
+        "^A[A-Za-f][A-Za-z0-9_-]{31}[AQgw]$"
+    );
+    let read = &doc["paths"]["/notifications/{id}/read"]["post"];
+    assert!(read["responses"]["404"].is_object());
+    for path in ["/notifications/unread-count", "/notifications/read-all"] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
+    assert!(doc["components"]["schemas"]["NotificationPage"].is_object());
+}
