@@ -15,7 +15,7 @@ use axum::{
     Router,
 };
 use sqlx::PgPool;
-use taskflow_infra::outbox::OutboxWaker;
+use taskflow_infra::{feed::FeedNotifier, outbox::OutboxWaker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -25,7 +25,9 @@ use crate::{
     auth::{self, JwtKeys, SharedJwt},
     config::{Settings, SettingsError},
     extract::MAX_BODY_BYTES,
-    metrics::{self, HttpMetrics},
+    feed::{self, credential::StreamTokenKeys, hub::FeedHub, FeedState},
+    inbox,
+    metrics::{self, HttpMetrics, StreamMetrics},
     middleware as mw, openapi,
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
@@ -43,6 +45,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("listening for feed notifications: {0}")]
+    FeedListener(#[source] sqlx::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("serving HTTP: {0}")]
@@ -68,6 +72,8 @@ pub struct AppState {
     pub idempotency_ttl: Duration,
     /// Budget of one request (see [`crate::middleware::timeout`]).
     pub request_timeout: Duration,
+    /// The live streams and the inbox's feed writes.
+    pub feed: FeedState,
 }
 
 /// The migrations shared by every Taskflow binary.
@@ -104,6 +110,21 @@ pub fn routes() -> Router<AppState> {
             "/tokens/{id}",
             axum::routing::delete(tokens::handlers::revoke_token),
         )
+        .route("/feed/stream", get(feed::handlers::open_stream))
+        .route(
+            "/feed/stream-tokens",
+            post(feed::handlers::create_stream_token),
+        )
+        .route("/notifications", get(inbox::handlers::list_notifications))
+        .route(
+            "/notifications/unread-count",
+            get(inbox::handlers::unread_count),
+        )
+        .route(
+            "/notifications/read-all",
+            post(inbox::handlers::mark_all_read),
+        )
+        .route("/notifications/{id}/read", post(inbox::handlers::mark_read))
         .route("/openapi.json", get(openapi_json))
 }
 
@@ -152,6 +173,9 @@ pub struct Application {
     outbox: OutboxWaker,
     router: Router,
     idempotency_ttl: Duration,
+    /// Ends the live streams and the feed listener; cancelled when `run_until`'s shutdown
+    /// fires, or when the application is dropped unrun.
+    feed_stop: tokio_util::sync::DropGuard,
 }
 
 impl std::fmt::Debug for Application {
@@ -202,6 +226,17 @@ impl Application {
             max_connections: settings.database_max_connections,
         };
         let pool = taskflow_infra::db::connect(&database, &MIGRATOR).await?;
+        let feed_stop = CancellationToken::new();
+        let feed = FeedState {
+            hub: FeedHub::start(pool.clone(), feed_stop.clone())
+                .await
+                .map_err(AppError::FeedListener)?,
+            notifier: FeedNotifier::spawn(pool.clone()),
+            stream_keys: Arc::new(StreamTokenKeys::new(&secret)),
+            heartbeat: settings.stream_heartbeat,
+            stop: feed_stop.clone(),
+            metrics: StreamMetrics::register(registry)?,
+        };
 
         let state = AppState {
             pool: pool.clone(),
@@ -216,6 +251,7 @@ impl Application {
             trusted_proxy_hops: settings.trusted_proxy_hops,
             idempotency_ttl: settings.idempotency_ttl,
             request_timeout: settings.request_timeout,
+            feed,
         };
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -238,6 +274,7 @@ impl Application {
             outbox: state.outbox.clone(),
             idempotency_ttl: settings.idempotency_ttl,
             router: layered(routes, state),
+            feed_stop: feed_stop.drop_guard(),
         })
     }
 
@@ -257,7 +294,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and lets
-    /// in-flight requests finish. Handlers see the peer address
+    /// in-flight requests finish; live streams are told to end (`event: end`) at once,
+    /// since they would otherwise never finish. Handlers see the peer address
     /// (`ConnectInfo`), which the auth rate limits key on. Expired
     /// idempotency keys are purged in the background meanwhile.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -267,6 +305,15 @@ impl Application {
             self.idempotency_ttl,
             stop_purge.clone(),
         ));
+        let feed_stop = self.feed_stop.disarm();
+        let end_streams = tokio::spawn({
+            let shutdown = shutdown.clone();
+            let feed_stop = feed_stop.clone();
+            async move {
+                shutdown.cancelled().await;
+                feed_stop.cancel();
+            }
+        });
         let served = axum::serve(
             self.listener,
             self.router
@@ -280,6 +327,8 @@ impl Application {
         .map_err(AppError::Serve);
         stop_purge.cancel();
         let _ = purge.await;
+        feed_stop.cancel();
+        end_streams.abort();
         served?;
         Ok(())
     }

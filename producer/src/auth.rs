@@ -115,9 +115,16 @@ impl JwtKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+        self.verify_session(token).map(|(user_id, _)| user_id)
+    }
+
+    /// [`JwtKeys::verify`] plus the token's expiry (seconds since the epoch), which a
+    /// long-lived request (a live stream) must honour after the request began.
+    pub fn verify_session(&self, token: &str) -> Result<(Uuid, i64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(AuthError::Invalid)?;
-        Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::BadSubject)
+        let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::BadSubject)?;
+        Ok((user_id, data.claims.exp))
     }
 }
 
@@ -149,7 +156,7 @@ impl AuthUser {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -216,6 +223,13 @@ pub struct ReadTasks;
 #[derive(Debug)]
 pub struct WriteTasks;
 
+/// Marker: the route reads the inbox or the live feed (`notifications:read`).
+#[derive(Debug)]
+pub struct ReadNotifications;
+
+impl RequiredScope for ReadNotifications {
+    const SCOPE: Scope = Scope::NotificationsRead;
+}
 impl RequiredScope for ReadTasks {
     const SCOPE: Scope = Scope::TasksRead;
 }

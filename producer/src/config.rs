@@ -17,6 +17,7 @@
 //! | `TASKFLOW_AUTH_RATE_PER_ACCOUNT` | `10` | signup + login requests per minute per email address (also the burst) |
 //! | `TASKFLOW_TRUSTED_PROXY_HOPS` | `0` | reverse proxies in front of the API; with N > 0 the client address is the N-th `X-Forwarded-For` entry from the right, with 0 the header is ignored |
 //! | `TASKFLOW_IDEMPOTENCY_TTL_SECS` | `86400` | an `Idempotency-Key` older than this is treated as new; expired keys are purged |
+//! | `TASKFLOW_STREAM_HEARTBEAT_MS` | `15000` | a live stream (`GET /feed/stream`) sends an SSE comment this often, so proxies keep idle streams open, and re-checks its credential (a revoked or expired one ends the stream) |
 
 use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
 
@@ -42,6 +43,9 @@ pub const DEFAULT_AUTH_RATE_PER_IP: u32 = 30;
 pub const DEFAULT_AUTH_RATE_PER_ACCOUNT: u32 = 10;
 /// Default `TASKFLOW_IDEMPOTENCY_TTL_SECS`: 24 hours.
 pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// Default `TASKFLOW_STREAM_HEARTBEAT_MS`: under the 30 to 60 s idle timeouts common in
+/// proxies and load balancers.
+pub const DEFAULT_STREAM_HEARTBEAT_MS: u64 = 15_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -121,6 +125,8 @@ pub struct Settings {
     /// Reverse proxies in front of the API whose `X-Forwarded-For` is trusted.
     pub trusted_proxy_hops: usize,
     pub idempotency_ttl: Duration,
+    /// Heartbeat (and credential re-check) period of a live stream.
+    pub stream_heartbeat: Duration,
 }
 
 impl Settings {
@@ -143,6 +149,7 @@ impl Settings {
                 .unwrap_or(NonZeroU32::MIN),
             trusted_proxy_hops: 0,
             idempotency_ttl: Duration::from_secs(DEFAULT_IDEMPOTENCY_TTL_SECS),
+            stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
         }
     }
 
@@ -201,6 +208,14 @@ impl Settings {
                 reason: "at least 1",
             });
         }
+        let stream_heartbeat_ms =
+            env_or("TASKFLOW_STREAM_HEARTBEAT_MS", DEFAULT_STREAM_HEARTBEAT_MS)?;
+        if stream_heartbeat_ms == 0 {
+            return Err(SettingsError::OutOfRange {
+                name: "TASKFLOW_STREAM_HEARTBEAT_MS",
+                reason: "at least 1",
+            });
+        }
         let rate = |name: &'static str, default: u32| -> Result<NonZeroU32, SettingsError> {
             NonZeroU32::new(env_or(name, default)?).ok_or(SettingsError::OutOfRange {
                 name,
@@ -226,6 +241,7 @@ impl Settings {
             )?,
             trusted_proxy_hops: env_or("TASKFLOW_TRUSTED_PROXY_HOPS", 0)?,
             idempotency_ttl: Duration::from_secs(idempotency_ttl_secs),
+            stream_heartbeat: Duration::from_millis(stream_heartbeat_ms),
         })
     }
 }

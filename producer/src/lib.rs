@@ -8,13 +8,16 @@
 //! from the audit log; [`extract`] problem-returning extractors;
 //! [`problem`] problem+json errors; [`openapi`]; [`metrics`]; [`middleware`]
 //! (panic catching, timeout); [`ratelimit`] signup/login limits; [`tokens`]
-//! personal access tokens and their scopes.
+//! personal access tokens and their scopes; [`feed`] the live stream of the
+//! user's feed (Server-Sent Events); [`inbox`] notifications and their read state.
 
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod extract;
+pub mod feed;
+pub mod inbox;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -14,7 +14,9 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -100,4 +102,91 @@ pub async fn track(State(metrics): State<HttpMetrics>, req: Request, next: Next)
         .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
+}
+
+/// Metrics of the live streams (`GET /feed/stream`). `kind` is one of [`STREAM_KINDS`] or
+/// `other`, never a value taken from a row unchecked.
+#[derive(Clone)]
+pub struct StreamMetrics {
+    open: IntGauge,
+    pushed: IntCounterVec,
+    lag: Histogram,
+}
+
+/// The feed kinds the `kind` label names; anything else is counted as `other`.
+pub const STREAM_KINDS: [&str; 8] = [
+    "TaskCreated",
+    "TaskUpdated",
+    "TaskCompleted",
+    "TaskReopened",
+    "TaskDeleted",
+    "ReminderSnoozed",
+    "ReminderDue",
+    "NotificationRead",
+];
+
+impl std::fmt::Debug for StreamMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamMetrics")
+    }
+}
+
+impl StreamMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let open = IntGauge::new(
+            "taskflow_streams_open",
+            "Live feed streams (Server-Sent Events) open on this API process",
+        )?;
+        let pushed = IntCounterVec::new(
+            Opts::new(
+                "taskflow_stream_events_pushed_total",
+                "Feed entries written to live streams, by feed kind",
+            ),
+            &["kind"],
+        )?;
+        let lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "taskflow_stream_push_lag_seconds",
+                "From an entry's occurred_at to its write on a live stream (entries that \
+                 arrived while the stream was open; a resumed stream's backlog is not counted)",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )?;
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(pushed.clone()))?;
+        registry.register(Box::new(lag.clone()))?;
+        Ok(Self { open, pushed, lag })
+    }
+
+    /// Counts a stream as open until the returned guard is dropped (with the stream's body,
+    /// however the stream ends: client gone, credential ended, shutdown).
+    pub fn open_stream(&self) -> OpenStream {
+        self.open.inc();
+        OpenStream(self.open.clone())
+    }
+
+    /// An entry written to a stream; `lag` is `None` for replayed backlog.
+    pub fn pushed(&self, kind: &str, lag: Option<f64>) {
+        let label = STREAM_KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .copied()
+            .unwrap_or("other");
+        self.pushed.with_label_values(&[label]).inc();
+        if let Some(lag) = lag {
+            self.lag.observe(lag.max(0.0));
+        }
+    }
+}
+
+/// See [`StreamMetrics::open_stream`].
+#[derive(Debug)]
+pub struct OpenStream(IntGauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

@@ -24,12 +24,12 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     Modify, OpenApi,
 };
 
 use crate::{
-    audit, auth, extract, problem,
+    audit, auth, extract, feed, inbox, problem,
     tasks::{self, validate},
     tokens,
 };
@@ -53,6 +53,12 @@ use crate::{
         tokens::handlers::create_token,
         tokens::handlers::list_tokens,
         tokens::handlers::revoke_token,
+        feed::handlers::open_stream,
+        feed::handlers::create_stream_token,
+        inbox::handlers::list_notifications,
+        inbox::handlers::unread_count,
+        inbox::handlers::mark_read,
+        inbox::handlers::mark_all_read,
     ),
     components(schemas(
         problem::Problem,
@@ -72,10 +78,17 @@ use crate::{
         tokens::model::AccessToken,
         tokens::model::CreatedAccessToken,
         tokens::model::AccessTokenList,
+        feed::handlers::StreamTokenResponse,
+        inbox::model::NotificationResponse,
+        inbox::model::NotificationPage,
+        inbox::model::UnreadCount,
+        inbox::model::ReadAllResponse,
     )),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"),
-         (name = "tokens", description = "Personal access tokens: long-lived, scoped bearer tokens for scripts and assistants"))
+         (name = "tokens", description = "Personal access tokens: long-lived, scoped bearer tokens for scripts and assistants"),
+         (name = "feed", description = "The caller's feed, live (Server-Sent Events): every change to their tasks and notifications, in one order"),
+         (name = "inbox", description = "Notifications and their read state, the same on every device"))
 )]
 pub struct ApiDoc;
 
@@ -94,11 +107,21 @@ impl Modify for BearerAuth {
                         "The access token of /auth/login (every scope), or a personal access \
                          token (`tfp_...`) from POST /tokens, limited to its scopes: \
                          `tasks:read` for reading tasks, their history and the audit feed, \
-                         `tasks:write` for changing tasks. A route the token's scopes do not \
-                         cover answers 403 naming the missing scope.",
+                         `tasks:write` for changing tasks, `notifications:read` for the inbox \
+                         and the live feed. A route the token's scopes do not cover answers 403 \
+                         naming the missing scope.",
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "stream_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "access_token",
+                "A stream token of POST /feed/stream-tokens (60 s to open a stream), for \
+                 clients that cannot send headers (EventSource). Accepted by GET /feed/stream \
+                 only.",
+            ))),
         );
     }
 }
@@ -393,6 +416,21 @@ fn parameter(name: &str) -> Option<(Value, &'static str)> {
             json!({"type": "string", "format": "uuid"}),
             "Personal access token id",
         ),
+        "notification_id" => (
+            json!({"type": "string", "format": "uuid"}),
+            "Notification id",
+        ),
+        // base64url of a flag byte (0 or 1), 8 bytes and 16 bytes: exactly the strings
+        // `InboxCursor::decode` accepts (the last character carries two zero bits).
+        "inbox_cursor" => (
+            json!({"type": "string", "pattern": "^A[A-Za-f][A-Za-z0-9_-]{31}[AQgw]$"}),
+            "`next_cursor` of the previous page.",
+        ),
+        "Last-Event-ID" => (
+            json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            "The `id` of the last event received: the stream sends every entry after it, in \
+             order, once (`EventSource` sends it when it reconnects).",
+        ),
         "If-Match" => (
             json!({"type": "string", "pattern": entity_tags()}),
             "Entity tag(s) of the task version the change is based on: the `ETag` of a \
@@ -518,6 +556,10 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
                 "audit_cursor"
             } else if path.starts_with("/tokens/") && name == "id" {
                 "token_id"
+            } else if path == "/notifications" && name == "cursor" {
+                "inbox_cursor"
+            } else if path.starts_with("/notifications/") && name == "id" {
+                "notification_id"
             } else {
                 name.as_str()
             };
@@ -586,7 +628,9 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
             "A malformed `If-Match` or `Idempotency-Key` header",
         );
     }
-    if has_query {
+    // The stream's only query parameter is its credential (see the `stream_token` scheme):
+    // a bad one is a 401, and the stream documents its own 400.
+    if has_query && path != "/feed/stream" {
         ensure(responses, "400", "The query string cannot be parsed");
         ensure(
             responses,

@@ -32,7 +32,7 @@ pub enum Scope {
     TasksRead,
     /// Create, change, complete, reopen and delete tasks.
     TasksWrite,
-    /// Read notifications (the inbox, once it exists).
+    /// Read the inbox and the live feed.
     NotificationsRead,
 }
 

@@ -174,3 +174,19 @@ pub async fn find_live(
         user_id: row.user_id,
     }))
 }
+
+/// Whether token `id` is still usable, for a request that outlives its start (a live
+/// stream re-checks at each heartbeat): `None` when there is no such token, else
+/// `(revoked, expired)`.
+pub async fn status<'e>(
+    ex: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<(bool, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT revoked_at IS NOT NULL, expires_at IS NOT NULL AND expires_at <= now()
+         FROM personal_access_tokens WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(ex)
+    .await
+}

@@ -55,8 +55,30 @@ pub struct TestApp {
     pub secret: String,
     pub topic: String,
     pub registry: prometheus::Registry,
+    /// What the app was built with (another replica on the same database reuses them).
+    pub settings: Settings,
     db_name: String,
     shutdown: CancellationToken,
+}
+
+/// A second API process on a [`TestApp`]'s database (same secret): stopped when dropped;
+/// the database stays the [`TestApp`]'s.
+pub struct Replica {
+    pub address: String,
+    pub registry: prometheus::Registry,
+    shutdown: CancellationToken,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -122,7 +144,7 @@ pub async fn spawn_app_with(
     settings.auth_rate_per_account = std::num::NonZeroU32::new(100_000).unwrap();
     tweak(&mut settings);
     let registry = prometheus::Registry::new();
-    let app = Application::build_with_routes(settings, registry.clone(), routes)
+    let app = Application::build_with_routes(settings.clone(), registry.clone(), routes)
         .await
         .expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -136,6 +158,7 @@ pub async fn spawn_app_with(
         secret,
         topic,
         registry,
+        settings,
         db_name,
         shutdown,
     }
@@ -179,6 +202,25 @@ impl OutboxRow {
 }
 
 impl TestApp {
+    /// Another API process on this app's database, as a second replica would run.
+    pub async fn spawn_replica(&self) -> Replica {
+        let registry = prometheus::Registry::new();
+        let mut settings = self.settings.clone();
+        // The schema is in place: a replica starting next to a running one migrates nothing.
+        settings.database_migrate = false;
+        let app = Application::build(settings, registry.clone())
+            .await
+            .expect("build the replica");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run_until(shutdown.clone()));
+        Replica {
+            address,
+            registry,
+            shutdown,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -8,13 +8,16 @@
 
 mod auth;
 mod bad_input;
+mod feed;
 mod hardening;
 mod helpers;
 mod history;
 mod idempotency;
+mod inbox;
 mod list;
 mod observability;
 mod reminders;
+mod sse;
 mod tasks;
 mod timestamps;
 mod tokens;
