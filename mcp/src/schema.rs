@@ -211,6 +211,50 @@ pub struct SnoozeReminder {
     pub if_version: Option<i64>,
 }
 
+/// Arguments of `list_notifications`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListNotifications {
+    /// At most this many (default 50).
+    #[schemars(range(min = 1, max = MAX_LIMIT))]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Arguments naming one notification.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationRef {
+    /// The notification id (a UUID, as returned by `list_notifications`).
+    #[schemars(extend("format" = "uuid"))]
+    pub id: String,
+}
+
+/// A notification of the user's inbox.
+#[derive(JsonSchema)]
+pub struct Notification {
+    #[schemars(extend("format" = "uuid"))]
+    pub id: String,
+    /// What kind of notification, e.g. `reminder_due`.
+    pub kind: String,
+    pub task_id: Option<String>,
+    pub title: String,
+    pub body: Option<String>,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+    /// When it was marked read; `null` while unread.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// One page of the inbox: unread first, then newest first.
+#[derive(JsonSchema)]
+pub struct NotificationPage {
+    pub items: Vec<Notification>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Arguments of `update_task`: `id`, optionally `if_version`, and the fields
 /// to change. An absent field is left as is; `null` clears `description`,
 /// `due_at` and `recurrence` and empties `tags` and `reminders`.

@@ -31,9 +31,9 @@ const INSTRUCTIONS: &str = "Taskflow keeps the user's tasks (title, description,
     priority, tags, recurrence, reminders). Use list_tasks to find tasks (filters and \
     pagination), get_task for one task, create_task/update_task to write, complete_task and \
     reopen_task to change status, delete_task to remove, snooze_reminder to move a reminder \
-    to later. Timestamps need an offset (RFC 3339). A refused call returns the reason and, \
-    for invalid arguments, each field with what is wrong: fix those and retry. \
-    Notifications are not available in this version.";
+    to later, list_notifications and mark_notification_read for the inbox (reminders that \
+    fired). Timestamps need an offset (RFC 3339). A refused call returns the reason and, for \
+    invalid arguments, each field with what is wrong: fix those and retry.";
 
 /// Whose token the server acts with.
 #[derive(Clone)]

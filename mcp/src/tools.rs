@@ -29,10 +29,8 @@ use crate::{
     schema,
 };
 
-/// The tools this server offers. `list_notifications` and
-/// `mark_notification_read` are not among them: the API has no notification
-/// inbox yet, and a tool that can only fail would waste an assistant's calls.
-pub const TOOL_NAMES: [&str; 8] = [
+/// The tools this server offers.
+pub const TOOL_NAMES: [&str; 10] = [
     "create_task",
     "list_tasks",
     "get_task",
@@ -41,6 +39,8 @@ pub const TOOL_NAMES: [&str; 8] = [
     "reopen_task",
     "snooze_reminder",
     "delete_task",
+    "list_notifications",
+    "mark_notification_read",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,27 @@ pub fn list() -> Result<Vec<Tool>, ToolError> {
             schema_for_output::<schema::Deleted>(),
             write(true, false),
         ),
+        tool(
+            "list_notifications",
+            "List notifications",
+            "List the user's inbox: unread notifications first, then the newest. Each has an \
+             `id`, a `kind` (e.g. `reminder_due`: a task's reminder fired), the `task_id`, a \
+             `title` and `body`, and `read_at` (null while unread). Returns at most `limit` \
+             (default 50) and a `next_cursor`: pass it as `cursor` for the next page.",
+            input::<schema::ListNotifications>("list_notifications")?,
+            schema_for_output::<schema::NotificationPage>(),
+            read(),
+        ),
+        tool(
+            "mark_notification_read",
+            "Mark a notification read",
+            "Mark one notification of the user's inbox read (on every device of the user). \
+             Marking one already read changes nothing. An unknown or other user's \
+             notification is a not-found error (404). Returns the notification.",
+            input::<schema::NotificationRef>("mark_notification_read")?,
+            schema_for_output::<schema::Notification>(),
+            write(false, true),
+        ),
     ])
 }
 
@@ -269,11 +290,21 @@ const LIST_FILTERS: [&str; 8] = [
 /// The `GET /tasks` query string; values are passed on as text for the API
 /// to validate, only their JSON type is checked here.
 fn list_query(args: &JsonObject) -> Result<String, CallToolResult> {
+    query_string(args, &LIST_FILTERS)
+}
+
+/// `list_notifications`' arguments as the inbox route's query.
+fn notification_query(args: &JsonObject) -> Result<String, CallToolResult> {
+    query_string(args, &["limit", "cursor"])
+}
+
+/// The arguments named in `allowed` as an encoded query string; any other is refused.
+fn query_string(args: &JsonObject, allowed: &[&str]) -> Result<String, CallToolResult> {
     let mut pairs: Vec<(&str, String)> = Vec::new();
     // serde_json's map iterates in key order, so the query is deterministic.
     let mut errors = Vec::new();
     for (key, value) in args {
-        if !LIST_FILTERS.contains(&key.as_str()) {
+        if !allowed.contains(&key.as_str()) {
             errors.push((key.clone(), "unknown argument".to_owned()));
             continue;
         }
@@ -388,6 +419,21 @@ async fn dispatch(
             r.body = Some(Value::Object(args));
             r.if_match = if_version;
             (r, Shape::Task)
+        }
+        "list_notifications" => (
+            ApiRequest::new(
+                Method::GET,
+                format!("/notifications{}", notification_query(&args)?),
+            ),
+            Shape::Page,
+        ),
+        "mark_notification_read" => {
+            let id = take_id(&mut args)?;
+            reject_rest(&args)?;
+            (
+                ApiRequest::new(Method::POST, format!("/notifications/{id}/read")),
+                Shape::Task,
+            )
         }
         "complete_task" | "reopen_task" | "delete_task" => {
             let id = take_id(&mut args)?;

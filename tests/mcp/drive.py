@@ -129,6 +129,9 @@ async def main():
         steps["snooze_invalid"] = await call(s, "snooze_reminder", {
             "id": task_id, "reminder_id": reminder_id, "for": "ten minutes",
         })
+        steps["notifications"] = await call(s, "list_notifications", {"limit": 10})
+        steps["mark_read"] = await call(s, "mark_notification_read", {"id": cfg["notification_id"]})
+        steps["mark_read_foreign"] = await call(s, "mark_notification_read", {"id": cfg["foreign_task_id"]})
         steps["foreign_get"] = await call(s, "get_task", {"id": cfg["foreign_task_id"]})
         steps["foreign_complete"] = await call(s, "complete_task", {"id": cfg["foreign_task_id"]})
         steps["bad_id"] = await call(s, "get_task", {"id": "../auth/login"})

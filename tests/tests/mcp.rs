@@ -75,7 +75,10 @@ async fn fixture(topic_prefix: &str) -> Fixture {
     let mut tokens = BTreeMap::new();
     let mut revocable_id = String::new();
     for (name, scopes) in [
-        ("full", json!(["tasks:read", "tasks:write"])),
+        (
+            "full",
+            json!(["tasks:read", "tasks:write", "notifications:read"]),
+        ),
         ("read_only", json!(["tasks:read"])),
         ("revocable", json!(["tasks:read"])),
     ] {
@@ -91,7 +94,31 @@ async fn fixture(topic_prefix: &str) -> Fixture {
             revocable_id = t["id"].as_str().unwrap().to_owned();
         }
     }
+    // A notification in the user's inbox, as the notifier writes one for a fired reminder.
+    // The database holds two users: `other` (who owns the foreign task) and the token owner.
+    let other_id: uuid::Uuid = sqlx::query_scalar("SELECT user_id FROM tasks WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(foreign["id"].as_str().unwrap()).unwrap())
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
+    let owner: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE id <> $1")
+        .bind(other_id)
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
+    let notification = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (id, user_id, event_id, kind, title, body, created_at) \
+         VALUES ($1, $2, $3, 'reminder_due', 'Water the plants', 'Reminder', now())",
+    )
+    .bind(notification)
+    .bind(owner)
+    .bind(uuid::Uuid::now_v7())
+    .execute(&sys.db.pool)
+    .await
+    .unwrap();
     let config = json!({
+        "notification_id": notification,
         "tokens": tokens,
         "api_url": sys.api,
         "login": login,
@@ -158,7 +185,9 @@ async fn check(f: &Fixture, report: &Value) {
             "complete_task",
             "reopen_task",
             "snooze_reminder",
-            "delete_task"
+            "delete_task",
+            "list_notifications",
+            "mark_notification_read"
         ]
     );
     for t in tools {
@@ -218,6 +247,14 @@ async fn check(f: &Fixture, report: &Value) {
         (422, vec!["for".to_owned()])
     );
     assert_eq!(refused(report, "bad_id"), (422, vec!["id".to_owned()]));
+
+    // The inbox: the notification listed unread, then marked read; another's is a 404.
+    let inbox = ok(report, "notifications");
+    assert_eq!(inbox["items"][0]["id"], f.config["notification_id"]);
+    assert!(inbox["items"][0]["read_at"].is_null());
+    let read = ok(report, "mark_read");
+    assert!(read["read_at"].is_string(), "{read}");
+    assert_eq!(refused(report, "mark_read_foreign").0, 404);
 
     // Another user's task: the API's 404, and it is untouched.
     assert_eq!(refused(report, "foreign_get").0, 404);
