@@ -1,0 +1,165 @@
+//! The live path end to end: API → outbox → relay → broker → notifier (and the reminders
+//! worker) → feed → the API's Server-Sent Events. Two streams of one user both receive a
+//! task change and the task's reminder, in feed order, once; a stream of another user
+//! receives none of it.
+//!
+//! Every wait is on state (frames arriving within a bound), never a fixed sleep.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
+use serde_json::json;
+use taskflow_infra::outbox::OutboxWaker;
+use taskflow_schemas::topics;
+use taskflow_tests::{
+    broker::{brokers, create_topic},
+    system::TestSystem,
+    unique,
+};
+use taskflow_workers::notifier::{self, NotifierSettings};
+use taskflow_workers::reminders::{self, ReminderSettings};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The `(id, event)` of each SSE frame that carries an event (comments skipped).
+struct Stream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Stream {
+    async fn open(sys: &TestSystem, token: &str) -> Self {
+        let resp = sys
+            .http
+            .get(format!("{}/feed/stream", sys.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// Events until `until` says stop, or `deadline`.
+    async fn events(
+        &mut self,
+        deadline: Instant,
+        until: impl Fn(&[(i64, String)]) -> bool,
+    ) -> Vec<(i64, String)> {
+        let mut out: Vec<(i64, String)> = Vec::new();
+        while !until(&out) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(chunk) = tokio::time::timeout(left, self.resp.chunk()).await else {
+                return out;
+            };
+            let Some(bytes) = chunk.unwrap() else {
+                return out;
+            };
+            self.buf.push_str(std::str::from_utf8(&bytes).unwrap());
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut event = None;
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<i64>().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_owned());
+                    }
+                }
+                if let (Some(id), Some(event)) = (id, event) {
+                    out.push((id, event));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_of_a_user_get_a_change_and_a_reminder_another_users_gets_nothing() {
+    let brokers = brokers();
+    let topic = unique("live-task-events");
+    let reminders_topic = unique("live-reminders");
+    create_topic(&brokers, &topic, 3).await;
+    create_topic(&brokers, &reminders_topic, 3).await;
+    let sys = TestSystem::start(&brokers, &topic).await;
+    let stop = CancellationToken::new();
+
+    let notifier_group = unique("notifier");
+    create_topic(&brokers, &topics::dlq(&notifier_group), 1).await;
+    let mut ns = NotifierSettings::new(
+        &brokers,
+        &notifier_group,
+        &[topic.as_str(), reminders_topic.as_str()],
+    );
+    ns.runtime
+        .consumer_overrides
+        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
+    let notifier = notifier::spawn_notifier(
+        ns,
+        sys.db.pool.clone(),
+        sys.codec.clone(),
+        &prometheus::Registry::new(),
+        stop.clone(),
+    )
+    .unwrap();
+    let reminders_group = unique("reminders");
+    create_topic(&brokers, &topics::dlq(&reminders_group), 1).await;
+    let mut rs = ReminderSettings::new(&brokers, &reminders_group, &topic, &reminders_topic);
+    rs.runtime
+        .consumer_overrides
+        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
+    let reminder_worker = reminders::spawn_reminders_worker(
+        rs,
+        sys.db.pool.clone(),
+        OutboxWaker::new(sys.db.pool.clone()),
+        sys.codec.clone(),
+        &prometheus::Registry::new(),
+        stop.clone(),
+    )
+    .unwrap();
+
+    let (alice, bob) = (sys.user().await, sys.user().await);
+    let mut a1 = Stream::open(&sys, &alice).await;
+    let mut a2 = Stream::open(&sys, &alice).await;
+    let mut b = Stream::open(&sys, &bob).await;
+
+    let soon = (Utc::now() + ChronoDuration::seconds(2)).trunc_subsecs(3);
+    let r = sys
+        .http
+        .post(format!("{}/tasks", sys.api))
+        .bearer_auth(&alice)
+        .json(&json!({"title": "Call mum", "reminders": [{"at": soon.to_rfc3339()}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let deadline = Instant::now() + WAIT;
+    let both = |evs: &[(i64, String)]| {
+        evs.iter().any(|(_, k)| k == "TaskCreated") && evs.iter().any(|(_, k)| k == "ReminderDue")
+    };
+    let first = a1.events(deadline, both).await;
+    let second = a2.events(deadline, both).await;
+    for evs in [&first, &second] {
+        let kinds: Vec<&str> = evs.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(kinds, ["TaskCreated", "ReminderDue"], "{evs:?}");
+        assert!(evs[0].0 < evs[1].0, "feed order: {evs:?}");
+    }
+    assert_eq!(first, second, "both streams, the same entries");
+    // Bob's stream: nothing of Alice's (it keeps only heartbeats meanwhile).
+    let bobs = b
+        .events(Instant::now() + Duration::from_secs(2), |e| !e.is_empty())
+        .await;
+    assert!(bobs.is_empty(), "{bobs:?}");
+
+    stop.cancel();
+    notifier.join().await.unwrap();
+    reminder_worker.join().await.unwrap();
+}
