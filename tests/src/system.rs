@@ -134,6 +134,28 @@ impl TestSystem {
             .to_owned()
     }
 
+    /// One API request as `token`: its status and JSON body (`Null` when the body is not
+    /// JSON, e.g. a 204).
+    pub async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn outbox_len(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&self.db.pool)

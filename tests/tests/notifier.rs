@@ -61,18 +61,7 @@ impl Setup {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .sys
-            .http
-            .request(method, format!("{}{path}", self.sys.api))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.sys.call(token, method, path, body).await
     }
 
     async fn create(&self, token: &str, body: Value) -> String {

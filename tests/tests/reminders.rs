@@ -121,18 +121,7 @@ impl Setup {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .sys
-            .http
-            .request(method, format!("{}{path}", self.sys.api))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.sys.call(&self.token, method, path, body).await
     }
 
     /// Creates a task; returns its id and its reminders' ids, in order.

@@ -28,7 +28,6 @@
 
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -225,7 +224,7 @@ pub fn spawn_notifier<D: Decoder>(
         feed: FeedNotifier::spawn(pool.clone()),
     };
     let retention = TimeDelta::from_std(settings.feed_retention).unwrap_or(TimeDelta::days(7));
-    tokio::spawn(prune_feed(Arc::new(pool), retention, shutdown.clone()));
+    tokio::spawn(prune_feed(pool.clone(), retention, shutdown.clone()));
     Ok(runtime::spawn(
         settings.kafka.client_config(),
         settings.runtime,
@@ -236,7 +235,7 @@ pub fn spawn_notifier<D: Decoder>(
     )?)
 }
 
-async fn prune_feed(pool: Arc<PgPool>, retention: TimeDelta, shutdown: CancellationToken) {
+async fn prune_feed(pool: PgPool, retention: TimeDelta, shutdown: CancellationToken) {
     loop {
         let before: DateTime<Utc> = Utc::now() - retention;
         match taskflow_infra::feed::prune(&pool, before).await {

@@ -48,7 +48,7 @@ pub enum Applied {
 pub struct Fired {
     /// Due timers looked at (locked) in this pass.
     pub seen: usize,
-    /// (scheduled instant, ReminderDue event id) of each timer fired.
+    /// The scheduled instant of each timer fired.
     pub fired: Vec<DateTime<Utc>>,
     pub cancelled: usize,
     pub removed: usize,
