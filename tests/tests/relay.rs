@@ -310,15 +310,17 @@ async fn unencodable_rows_at_the_lowest_ids_are_parked_and_the_rest_flows() {
     );
 }
 
-/// The backend pid holding the relay's advisory lock, once its batch
-/// transaction has been open for longer than a healthy batch takes: the
-/// batch is in flight to the stalled broker.
+/// The backend pid holding the relay's advisory lock in this test's
+/// database (every test's relays share the default key, each in its own
+/// database), once its batch transaction has been open for longer than a
+/// healthy batch takes: the batch is in flight to the stalled broker.
 async fn leader_in_flight(db: &TestDb, lock_key: i64, timeout: Duration) -> i32 {
     let deadline = Instant::now() + timeout;
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND l.objid = ($1::bigint & 4294967295)::oid
                AND clock_timestamp() - a.xact_start > interval '300 milliseconds'",
         )
