@@ -16,3 +16,4 @@ pub mod outbox;
 pub mod registration;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhook;

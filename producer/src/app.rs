@@ -15,7 +15,7 @@ use axum::{
     Router,
 };
 use sqlx::PgPool;
-use taskflow_infra::{feed::FeedNotifier, outbox::OutboxWaker};
+use taskflow_infra::{feed::FeedNotifier, outbox::OutboxWaker, webhook::target::TargetPolicy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -32,7 +32,7 @@ use crate::{
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
-    tokens,
+    tokens, webhooks,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The live streams and the inbox's feed writes.
     pub feed: FeedState,
+    /// What webhook URLs may point at.
+    pub webhook_policy: TargetPolicy,
 }
 
 /// The migrations shared by every Taskflow binary.
@@ -111,9 +113,31 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(tokens::handlers::revoke_token),
         )
         .route("/feed/stream", get(feed::handlers::open_stream))
+        .route("/feed/ws", get(feed::handlers::open_socket))
         .route(
             "/feed/stream-tokens",
             post(feed::handlers::create_stream_token),
+        )
+        .route(
+            "/webhooks",
+            post(webhooks::handlers::create_endpoint).get(webhooks::handlers::list_endpoints),
+        )
+        .route(
+            "/webhooks/{id}",
+            axum::routing::delete(webhooks::handlers::delete_endpoint),
+        )
+        .route(
+            "/webhooks/{id}/enable",
+            post(webhooks::handlers::enable_endpoint),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::handlers::rotate_secret),
+        )
+        .route("/webhooks/{id}/test", post(webhooks::handlers::send_test))
+        .route(
+            "/webhooks/{id}/deliveries",
+            get(webhooks::handlers::list_deliveries),
         )
         .route("/notifications", get(inbox::handlers::list_notifications))
         .route(
@@ -252,6 +276,9 @@ impl Application {
             idempotency_ttl: settings.idempotency_ttl,
             request_timeout: settings.request_timeout,
             feed,
+            webhook_policy: TargetPolicy {
+                allow_private: settings.webhook_allow_private,
+            },
         };
         let listener = TcpListener::bind(settings.http_addr)
             .await

@@ -17,6 +17,7 @@
 //! | `TASKFLOW_AUTH_RATE_PER_ACCOUNT` | `10` | signup + login requests per minute per email address (also the burst) |
 //! | `TASKFLOW_TRUSTED_PROXY_HOPS` | `0` | reverse proxies in front of the API; with N > 0 the client address is the N-th `X-Forwarded-For` entry from the right, with 0 the header is ignored |
 //! | `TASKFLOW_IDEMPOTENCY_TTL_SECS` | `86400` | an `Idempotency-Key` older than this is treated as new; expired keys are purged |
+//! | `TASKFLOW_WEBHOOK_ALLOW_PRIVATE` | `false` | `true`: webhook URLs may be plain http and internal addresses (loopback, private, link-local); for development and tests only |
 //! | `TASKFLOW_STREAM_HEARTBEAT_MS` | `15000` | a live stream (`GET /feed/stream`) sends an SSE comment this often, so proxies keep idle streams open, and re-checks its credential (a revoked or expired one ends the stream) |
 
 use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
@@ -127,6 +128,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// Heartbeat (and credential re-check) period of a live stream.
     pub stream_heartbeat: Duration,
+    /// Webhook URLs may be http and internal addresses (development and tests).
+    pub webhook_allow_private: bool,
 }
 
 impl Settings {
@@ -150,6 +153,7 @@ impl Settings {
             trusted_proxy_hops: 0,
             idempotency_ttl: Duration::from_secs(DEFAULT_IDEMPOTENCY_TTL_SECS),
             stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
+            webhook_allow_private: false,
         }
     }
 
@@ -242,6 +246,7 @@ impl Settings {
             trusted_proxy_hops: env_or("TASKFLOW_TRUSTED_PROXY_HOPS", 0)?,
             idempotency_ttl: Duration::from_secs(idempotency_ttl_secs),
             stream_heartbeat: Duration::from_millis(stream_heartbeat_ms),
+            webhook_allow_private: env_or("TASKFLOW_WEBHOOK_ALLOW_PRIVATE", false)?,
         })
     }
 }

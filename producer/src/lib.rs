@@ -25,6 +25,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod tasks;
 pub mod tokens;
+pub mod webhooks;
 
 pub use app::{router, AppState, Application};
 pub use config::Settings;

@@ -31,7 +31,7 @@ use utoipa::{
 use crate::{
     audit, auth, extract, feed, inbox, problem,
     tasks::{self, validate},
-    tokens,
+    tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -54,11 +54,19 @@ use crate::{
         tokens::handlers::list_tokens,
         tokens::handlers::revoke_token,
         feed::handlers::open_stream,
+        feed::handlers::open_socket,
         feed::handlers::create_stream_token,
         inbox::handlers::list_notifications,
         inbox::handlers::unread_count,
         inbox::handlers::mark_read,
         inbox::handlers::mark_all_read,
+        webhooks::handlers::create_endpoint,
+        webhooks::handlers::list_endpoints,
+        webhooks::handlers::delete_endpoint,
+        webhooks::handlers::enable_endpoint,
+        webhooks::handlers::rotate_secret,
+        webhooks::handlers::send_test,
+        webhooks::handlers::list_deliveries,
     ),
     components(schemas(
         problem::Problem,
@@ -83,12 +91,22 @@ use crate::{
         inbox::model::NotificationPage,
         inbox::model::UnreadCount,
         inbox::model::ReadAllResponse,
+        webhooks::model::WebhookEndpoint,
+        webhooks::model::CreatedWebhookEndpoint,
+        webhooks::model::WebhookEndpointList,
+        webhooks::model::RotatedSecret,
+        webhooks::model::TestDeliveryQueued,
+        webhooks::model::Delivery,
+        webhooks::model::DeliveryAttempt,
+        webhooks::model::DeliveryList,
+        webhooks::handlers::RotateSecretRequest,
     )),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"),
          (name = "tokens", description = "Personal access tokens: long-lived, scoped bearer tokens for scripts and assistants"),
          (name = "feed", description = "The caller's feed, live (Server-Sent Events): every change to their tasks and notifications, in one order"),
-         (name = "inbox", description = "Notifications and their read state, the same on every device"))
+         (name = "inbox", description = "Notifications and their read state, the same on every device"),
+         (name = "webhooks", description = "Endpoints that receive the caller's events, signed per the Standard Webhooks specification, with the delivery log"))
 )]
 pub struct ApiDoc;
 
@@ -309,6 +327,20 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                     next instance on.",
                 "type": "object", "additionalProperties": false,
                 "properties": task_properties(date_time(true), "ReminderRequest", "RecurrenceRequest"),
+            }),
+        ),
+        (
+            "CreateWebhookRequest",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["url"],
+                "properties": {
+                    "url": {"type": "string", "minLength": 1, "maxLength": webhooks::model::URL_MAX_CHARS,
+                            "description": "https, and not an internal address (loopback, private, link-local, \
+                                metadata); checked again at every delivery.",
+                            "example": "https://hooks.example.com/taskflow"},
+                    "description": {"type": ["string", "null"], "maxLength": webhooks::model::DESCRIPTION_MAX_CHARS,
+                                    "example": "home automation"},
+                },
             }),
         ),
         (
@@ -579,6 +611,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/tasks", "post") => Some("CreateTaskRequest"),
         ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
         ("/tokens", "post") => Some("CreateAccessTokenRequest"),
+        ("/webhooks", "post") => Some("CreateWebhookRequest"),
         ("/tasks/{id}/reminders/{rid}/snooze", "post") => Some("SnoozeRequest"),
         _ => None,
     };

@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod pgproxy;
 pub mod registry;
+pub mod sse;
 pub mod system;
 pub mod worker;
 

@@ -117,3 +117,79 @@ impl WorkerProcess {
             .ok()
     }
 }
+
+/// A port free at the time of asking, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Polls `url` until it answers 200, at most `timeout`.
+pub async fn wait_http_ok(http: &reqwest::Client, url: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never answered 200"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The shipped `taskflow-api` binary (API and its relay) on ports of its own, ready.
+pub struct ApiProcess {
+    pub process: WorkerProcess,
+    /// `http://127.0.0.1:<port>` of the API.
+    pub base: String,
+    /// `http://127.0.0.1:<port>` of the admin endpoints (`/metrics`, `/readyz`).
+    pub admin: String,
+}
+
+impl ApiProcess {
+    /// Starts it on `database_url`, publishing task events to `topic` on `brokers`, with
+    /// `extra` on top; returns once `/readyz` answers 200.
+    pub async fn start(
+        database_url: &str,
+        brokers: &str,
+        registry_url: &str,
+        topic: &str,
+        extra: &[(&str, String)],
+    ) -> Self {
+        let (http_port, admin_port) = (free_port(), free_port());
+        let mut env = vec![
+            ("TASKFLOW_DATABASE_URL", database_url.to_owned()),
+            ("TASKFLOW_KAFKA_BROKERS", brokers.to_owned()),
+            ("TASKFLOW_SCHEMA_REGISTRY_URL", registry_url.to_owned()),
+            ("TASKFLOW_TOPIC_TASK_EVENTS", topic.to_owned()),
+            ("TASKFLOW_HTTP_ADDR", format!("127.0.0.1:{http_port}")),
+            ("TASKFLOW_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            // Generated per run: the API refuses to start without 32+ bytes.
+            (
+                "TASKFLOW_JWT_SECRET",
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
+        ];
+        env.extend(extra.iter().cloned());
+        let process = WorkerProcess::start_binary(binary("taskflow-api"), &env);
+        let http = reqwest::Client::new();
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        wait_http_ok(&http, &format!("{admin}/readyz"), std::time::Duration::from_secs(60)).await;
+        Self {
+            process,
+            base: format!("http://127.0.0.1:{http_port}"),
+            admin,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! relay, and stopping cleanly on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use taskflow_tests::{
@@ -11,29 +11,8 @@ use taskflow_tests::{
     db,
     registry::registry_url,
     unique,
-    worker::{binary, WorkerProcess},
+    worker::{wait_http_ok, ApiProcess},
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_http_ok(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_binary_serves_admin_endpoints_publishes_and_stops_on_sigterm() {
@@ -41,33 +20,17 @@ async fn api_binary_serves_admin_endpoints_publishes_and_stops_on_sigterm() {
     let topic = unique("api-bin");
     create_topic(&brokers, &topic, 3).await;
     let database = db::fresh().await;
-    let (http_port, admin_port) = (free_port(), free_port());
-    let api = WorkerProcess::start_binary(
-        binary("taskflow-api"),
-        &[
-            ("TASKFLOW_DATABASE_URL", database.url.clone()),
-            ("TASKFLOW_KAFKA_BROKERS", brokers.clone()),
-            ("TASKFLOW_SCHEMA_REGISTRY_URL", registry_url().await),
-            ("TASKFLOW_TOPIC_TASK_EVENTS", topic.clone()),
-            ("TASKFLOW_HTTP_ADDR", format!("127.0.0.1:{http_port}")),
-            ("TASKFLOW_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
-            ("TASKFLOW_LOG_FORMAT", "json".to_owned()),
-            // Generated per run: the API refuses to start without 32+ bytes.
-            (
-                "TASKFLOW_JWT_SECRET",
-                format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                ),
-            ),
-        ],
-    );
+    let api = ApiProcess::start(
+        &database.url,
+        &brokers,
+        &registry_url().await,
+        &topic,
+        &[("TASKFLOW_LOG_FORMAT", "json".to_owned())],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let base = format!("http://127.0.0.1:{http_port}");
-    wait_http_ok(&http, &format!("{admin}/healthz")).await;
-    wait_http_ok(&http, &format!("{admin}/readyz")).await;
+    let (base, admin) = (api.base.clone(), api.admin.clone());
+    wait_http_ok(&http, &format!("{admin}/healthz"), Duration::from_secs(60)).await;
 
     let creds = json!({"email": "ops@example.test", "password": "a long enough passphrase"});
     assert!(http
@@ -120,7 +83,7 @@ async fn api_binary_serves_admin_endpoints_publishes_and_stops_on_sigterm() {
         assert!(metrics.contains(needle), "/metrics lacks {needle}");
     }
 
-    let status = tokio::time::timeout(Duration::from_secs(30), api.terminate())
+    let status = tokio::time::timeout(Duration::from_secs(30), api.process.terminate())
         .await
         .expect("taskflow-api exits within 30 s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");

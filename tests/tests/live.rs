@@ -14,6 +14,7 @@ use taskflow_infra::outbox::OutboxWaker;
 use taskflow_schemas::topics;
 use taskflow_tests::{
     broker::{brokers, create_topic},
+    sse::{Frame, SseStream},
     system::TestSystem,
     unique,
 };
@@ -23,62 +24,26 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The `(id, event)` of each SSE frame that carries an event (comments skipped).
-struct Stream {
-    resp: reqwest::Response,
-    buf: String,
+/// `(seq, event)` of each frame until `until` holds for them, or `deadline`.
+async fn events(
+    s: &mut SseStream,
+    deadline: Instant,
+    until: impl Fn(&[(i64, String)]) -> bool,
+) -> Vec<(i64, String)> {
+    let pairs = |frames: &[Frame]| -> Vec<(i64, String)> {
+        frames
+            .iter()
+            .filter_map(|f| Some((f.id?, f.event.clone())))
+            .collect()
+    };
+    let frames = s.frames_until(deadline, |f| until(&pairs(f))).await;
+    pairs(&frames)
 }
 
-impl Stream {
-    async fn open(sys: &TestSystem, token: &str) -> Self {
-        let resp = sys
-            .http
-            .get(format!("{}/feed/stream", sys.api))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        Self {
-            resp,
-            buf: String::new(),
-        }
-    }
-
-    /// Events until `until` says stop, or `deadline`.
-    async fn events(
-        &mut self,
-        deadline: Instant,
-        until: impl Fn(&[(i64, String)]) -> bool,
-    ) -> Vec<(i64, String)> {
-        let mut out: Vec<(i64, String)> = Vec::new();
-        while !until(&out) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(chunk) = tokio::time::timeout(left, self.resp.chunk()).await else {
-                return out;
-            };
-            let Some(bytes) = chunk.unwrap() else {
-                return out;
-            };
-            self.buf.push_str(std::str::from_utf8(&bytes).unwrap());
-            while let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut event = None;
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse::<i64>().ok();
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = Some(v.trim().to_owned());
-                    }
-                }
-                if let (Some(id), Some(event)) = (id, event) {
-                    out.push((id, event));
-                }
-            }
-        }
-        out
-    }
+async fn open(sys: &TestSystem, token: &str) -> SseStream {
+    SseStream::open(&sys.http, &sys.api, token, None)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,9 +91,9 @@ async fn two_streams_of_a_user_get_a_change_and_a_reminder_another_users_gets_no
     .unwrap();
 
     let (alice, bob) = (sys.user().await, sys.user().await);
-    let mut a1 = Stream::open(&sys, &alice).await;
-    let mut a2 = Stream::open(&sys, &alice).await;
-    let mut b = Stream::open(&sys, &bob).await;
+    let mut a1 = open(&sys, &alice).await;
+    let mut a2 = open(&sys, &alice).await;
+    let mut b = open(&sys, &bob).await;
 
     let soon = (Utc::now() + ChronoDuration::seconds(2)).trunc_subsecs(3);
     let r = sys
@@ -145,8 +110,8 @@ async fn two_streams_of_a_user_get_a_change_and_a_reminder_another_users_gets_no
     let both = |evs: &[(i64, String)]| {
         evs.iter().any(|(_, k)| k == "TaskCreated") && evs.iter().any(|(_, k)| k == "ReminderDue")
     };
-    let first = a1.events(deadline, both).await;
-    let second = a2.events(deadline, both).await;
+    let first = events(&mut a1, deadline, both).await;
+    let second = events(&mut a2, deadline, both).await;
     for evs in [&first, &second] {
         let kinds: Vec<&str> = evs.iter().map(|(_, k)| k.as_str()).collect();
         assert_eq!(kinds, ["TaskCreated", "ReminderDue"], "{evs:?}");
@@ -154,9 +119,10 @@ async fn two_streams_of_a_user_get_a_change_and_a_reminder_another_users_gets_no
     }
     assert_eq!(first, second, "both streams, the same entries");
     // Bob's stream: nothing of Alice's (it keeps only heartbeats meanwhile).
-    let bobs = b
-        .events(Instant::now() + Duration::from_secs(2), |e| !e.is_empty())
-        .await;
+    let bobs = events(&mut b, Instant::now() + Duration::from_secs(2), |e| {
+        !e.is_empty()
+    })
+    .await;
     assert!(bobs.is_empty(), "{bobs:?}");
 
     stop.cancel();

@@ -1,8 +1,8 @@
 //! The notifier through HTTP, the broker and PostgreSQL: every task event and every reminder
 //! lands in its owner's feed once, in version order per task, and never in another user's; a
 //! reminder is also an inbox notification; the notifier binary SIGKILLed twice while events
-//! flow loses and repeats nothing (a reader tailing the feed by sequence gets every event once,
-//! in order).
+//! flow loses and repeats nothing (a reader tailing the feed by sequence, and a live stream
+//! open throughout, get every event once, in order).
 //!
 //! Every wait is on state (the database), never a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +19,7 @@ use taskflow_schemas::topics;
 use taskflow_tests::{
     broker::{brokers, create_topic, TansuBroker},
     registry::registry_url,
+    sse::SseStream,
     system::TestSystem,
     unique,
     worker::{binary, WorkerProcess},
@@ -246,6 +247,11 @@ async fn a_sigkilled_notifier_loses_and_repeats_nothing() {
     };
     let process = start(s);
     let token = s.sys.user().await;
+    // A device of the user, connected throughout: what it shows is what the kills must not
+    // disturb.
+    let mut stream = SseStream::open(&s.sys.http, &s.sys.api, &token, None)
+        .await
+        .unwrap();
     // 300 tasks, each created then patched: 600 events of one user, in three partitions.
     let n = 300;
     let writes = async {
@@ -314,6 +320,20 @@ async fn a_sigkilled_notifier_loses_and_repeats_nothing() {
             .collect();
         assert_eq!(of_task, ["TaskCreated", "TaskUpdated"], "{id}");
     }
+    // The stream got the same entries: each once, in feed order, none missing.
+    let frames = stream
+        .frames_until(Instant::now() + WAIT, |f| f.len() >= 2 * n)
+        .await;
+    let seqs: Vec<i64> = frames.iter().filter_map(|f| f.id).collect();
+    let expected: Vec<i64> = feed.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, expected, "the stream shows the feed, in order, once");
+    let streamed: HashSet<String> = frames
+        .iter()
+        .filter_map(|f| f.data["event"]["metadata"]["event_id"].as_str())
+        .map(str::to_owned)
+        .collect();
+    let stored: HashSet<String> = events.iter().map(|e| e.to_string()).collect();
+    assert_eq!(streamed, stored, "every event on the stream, none twice");
     let status = process.terminate().await;
     assert!(status.success(), "SIGTERM: drain, commit, exit 0: {status}");
 }

@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod delivery;
 pub mod notifier;
 pub mod process;
 pub mod recurrence;

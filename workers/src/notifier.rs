@@ -23,8 +23,12 @@
 //! Errors: a database that cannot be reached is transient (retried, never dead-lettered); a
 //! constraint or data error is permanent (dead-lettered with the reason).
 //!
+//! Each event is also planned as a webhook delivery to each of the user's enabled endpoints,
+//! in the same transaction, and sent by the sender that runs beside the consumer (see
+//! [`crate::delivery`] for its guarantee).
+//!
 //! Not here yet: per-user preferences (which task events also become inbox notifications,
-//! quiet hours) and the delivery channels (webhooks, email).
+//! quiet hours) and email.
 
 pub mod store;
 
@@ -39,6 +43,9 @@ use taskflow_schemas::{topics, Codec, Event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::delivery::{
+    plan::webhook_message, spawn_sender, DeliveryMetrics, DeliverySettings, SenderError,
+};
 use crate::runtime::{
     self, Decoded, Decoder, Handler, HandlerError, RuntimeError, RuntimeSettings, SettingsError,
     WorkerHandle,
@@ -140,7 +147,12 @@ impl Handler for NotifierHandler {
     async fn handle(&self, msg: &Decoded) -> Result<(), HandlerError> {
         let (entry, notification) = plan(&msg.event, Uuid::now_v7())
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
-        let applied = self.store.apply(&entry, notification.as_ref()).await?;
+        let webhook = webhook_message(&msg.event)
+            .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
+        let applied = self
+            .store
+            .apply(&entry, notification.as_ref(), &webhook)
+            .await?;
         let outcome = match applied {
             Applied::Appended { .. } => {
                 self.feed.notify(entry.user_id);
@@ -172,6 +184,8 @@ pub enum NotifierError {
     Runtime(#[from] RuntimeError),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Sender(#[from] SenderError),
 }
 
 /// Kafka connection, consumer settings, and how long the feed is kept.
@@ -182,6 +196,8 @@ pub struct NotifierSettings {
     /// `TASKFLOW_FEED_RETENTION_HOURS` (default 168): feed entries older than this are
     /// pruned; a stream resuming from before them is told to resync.
     pub feed_retention: Duration,
+    /// How webhooks are sent (`TASKFLOW_WEBHOOK_*`).
+    pub delivery: DeliverySettings,
 }
 
 impl NotifierSettings {
@@ -197,6 +213,7 @@ impl NotifierSettings {
                 &[task_events.as_str(), reminders.as_str()],
             )?,
             feed_retention: Duration::from_secs(hours.max(1) * 3600),
+            delivery: DeliverySettings::from_env()?,
         })
     }
 
@@ -206,6 +223,7 @@ impl NotifierSettings {
             kafka: KafkaSettings::new(brokers, group_id),
             runtime: RuntimeSettings::new(group_id, topics),
             feed_retention: Duration::from_secs(168 * 3600),
+            delivery: DeliverySettings::default(),
         }
     }
 }
@@ -218,13 +236,22 @@ pub fn spawn_notifier<D: Decoder>(
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<WorkerHandle, NotifierError> {
+    let feed = FeedNotifier::spawn(pool.clone());
     let handler = NotifierHandler {
         store: NotifierStore::new(pool.clone()),
         metrics: NotifierMetrics::register(registry)?,
-        feed: FeedNotifier::spawn(pool.clone()),
+        feed: feed.clone(),
     };
     let retention = TimeDelta::from_std(settings.feed_retention).unwrap_or(TimeDelta::days(7));
     tokio::spawn(prune_feed(pool.clone(), retention, shutdown.clone()));
+    // Runs beside the consumer, not inside it: a slow receiver never holds a partition.
+    spawn_sender(
+        pool.clone(),
+        settings.delivery.clone(),
+        DeliveryMetrics::register(registry)?,
+        feed,
+        shutdown.clone(),
+    )?;
     Ok(runtime::spawn(
         settings.kafka.client_config(),
         settings.runtime,

@@ -47,6 +47,51 @@ pub fn event_name(kind: &str) -> &str {
     }
 }
 
+/// What a stream emits, before it is written as SSE or as WebSocket messages.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// The stream is open (SSE: a comment; WebSocket: the handshake already said so).
+    Opened,
+    Entry(FeedRow),
+    Resync { reason: ResyncReason, after: i64 },
+    Heartbeat,
+    /// The stream closes after it.
+    End(EndReason),
+}
+
+impl Out {
+    /// The SSE frame.
+    pub fn sse(&self) -> Event {
+        match self {
+            Out::Opened => opened(),
+            Out::Entry(row) => entry(row),
+            Out::Resync { reason, after } => resync(*reason, *after),
+            Out::Heartbeat => heartbeat(),
+            Out::End(reason) => end(*reason),
+        }
+    }
+
+    /// The WebSocket text message: `{"type": "entry", "id", "event", "data"}`,
+    /// `{"type": "resync", "reason", "resume_from"}` or `{"type": "end", "reason"}`. `None`
+    /// for what a WebSocket says by itself (the open handshake; a ping for a heartbeat).
+    pub fn ws_text(&self) -> Option<String> {
+        let value = match self {
+            Out::Opened | Out::Heartbeat => return None,
+            Out::Entry(row) => json!({
+                "type": "entry",
+                "id": row.seq,
+                "event": event_name(&row.kind),
+                "data": row.data,
+            }),
+            Out::Resync { reason, after } => {
+                json!({"type": "resync", "reason": reason.as_str(), "resume_from": after})
+            }
+            Out::End(reason) => json!({"type": "end", "reason": reason.as_str()}),
+        };
+        Some(value.to_string())
+    }
+}
+
 /// `id: <seq>`, `event: <kind>`, `data: <the row's JSON>`.
 pub fn entry(row: &FeedRow) -> Event {
     let event = Event::default()
@@ -120,6 +165,34 @@ mod tests {
             text,
             "id: 7\nevent: TaskCreated\ndata: {\"event\":{\"title\":\"two\\nlines\"},\"type\":\"TaskCreated\"}\n\n"
         );
+    }
+
+    #[test]
+    fn websocket_messages() {
+        let data = json!({"type": "TaskCreated"});
+        let text = Out::Entry(row(7, "TaskCreated", data.clone())).ws_text().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "entry", "id": 7, "event": "TaskCreated", "data": data})
+        );
+        let weird = Out::Entry(row(8, "a b\nc", json!(1))).ws_text().unwrap();
+        assert!(weird.contains("\"event\":\"message\""), "{weird}");
+        assert_eq!(
+            Out::Resync {
+                reason: ResyncReason::Pruned,
+                after: 42
+            }
+            .ws_text()
+            .unwrap(),
+            r#"{"reason":"pruned","resume_from":42,"type":"resync"}"#
+        );
+        assert_eq!(
+            Out::End(EndReason::Expired).ws_text().unwrap(),
+            r#"{"reason":"expired","type":"end"}"#
+        );
+        assert!(Out::Heartbeat.ws_text().is_none());
+        assert!(Out::Opened.ws_text().is_none());
     }
 
     #[tokio::test]

@@ -1,12 +1,19 @@
-//! `GET /feed/stream` and `POST /feed/stream-tokens`: thin, over [`super::stream`] and
-//! [`super::credential`].
+//! `GET /feed/stream` (SSE), `GET /feed/ws` (WebSocket) and `POST /feed/stream-tokens`:
+//! thin, over [`super::stream`] and [`super::credential`]. Both transports carry the same
+//! frames from the same stream loop; only the writing differs.
+
+use std::convert::Infallible;
 
 use axum::{
-    extract::State,
+    extract::{
+        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
     http::{HeaderMap, HeaderValue},
     response::{IntoResponse, Response, Sse},
     Json,
 };
+use futures::{SinkExt, Stream, StreamExt};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use taskflow_infra::feed;
@@ -14,6 +21,7 @@ use utoipa::ToSchema;
 
 use super::{
     credential::{BearerFeedCaller, FeedCaller},
+    frame::Out,
     resume::{parse_last_event_id, start_position},
     stream::{self, StreamSetup},
 };
@@ -62,11 +70,27 @@ pub async fn open_stream(
     let last_event_id =
         parse_last_event_id(headers.get("last-event-id").map(HeaderValue::as_bytes))
             .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
+    let frames = open_frames(&state, caller, last_event_id)
+        .await?
+        .map(|out| Ok::<_, Infallible>(out.sse()));
+    let mut resp = Sse::new(frames).into_response();
+    // nginx buffers proxied responses unless told not to, which would hold entries back.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// Subscribes, reads the head and starts the caller's stream after `last_event_id`.
+async fn open_frames(
+    state: &AppState,
+    caller: FeedCaller,
+    last_event_id: Option<i64>,
+) -> Result<impl Stream<Item = Out> + Send + 'static, ApiError> {
     // Subscribe before reading the head: an entry committed after the read wakes the stream.
     let subscription = state.feed.hub.subscribe(caller.user_id);
     let (head, pruned_through) = feed::head(&state.pool, caller.user_id).await?;
     let start = start_position(last_event_id, head, pruned_through);
-    let frames = stream::frames(StreamSetup {
+    Ok(stream::frames(StreamSetup {
         pool: state.pool.clone(),
         user_id: caller.user_id,
         parent: caller.parent,
@@ -76,12 +100,81 @@ pub async fn open_stream(
         heartbeat: state.feed.heartbeat,
         stop: state.feed.stop.clone(),
         metrics: state.feed.metrics.clone(),
-    });
-    let mut resp = Sse::new(frames).into_response();
-    // nginx buffers proxied responses unless told not to, which would hold entries back.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    }))
+}
+
+/// Where a WebSocket client resumes: browsers cannot set headers on a WebSocket either.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SocketQuery {
+    /// The `id` of the last entry received; entries after it come first, in order, once.
+    pub last_event_id: Option<String>,
+}
+
+/// The caller's feed over a WebSocket: the same entries, order and guarantees as
+/// `GET /feed/stream`, for clients that prefer a socket.
+///
+/// Each server message is one JSON text: `{"type": "entry", "id": <seq>, "event": <kind>,
+/// "data": {...}}`, `{"type": "resync", "reason": ..., "resume_from": ...}` (reload, then
+/// keep reading), or `{"type": "end", "reason": "expired" | "revoked" | "shutdown"}`
+/// followed by a close. A ping is sent every heartbeat; client messages are ignored.
+/// Resume with `?last_event_id=<seq>`; authenticate with `Authorization: Bearer` or, from a
+/// browser, `?access_token=` and a token of `POST /feed/stream-tokens`.
+#[utoipa::path(
+    get, path = "/feed/ws", tag = "feed",
+    params(SocketQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request, or a malformed `last_event_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential (as for `GET /feed/stream`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("stream_token" = []))
+)]
+pub async fn open_socket(
+    State(state): State<AppState>,
+    caller: FeedCaller,
+    Query(query): Query<SocketQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::BadRequest(format!("GET /feed/ws needs a WebSocket upgrade request: {e}"))
+    })?;
+    let last_event_id = parse_last_event_id(query.last_event_id.as_deref().map(str::as_bytes))
+        .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
+    let frames = open_frames(&state, caller, last_event_id).await?;
+    Ok(upgrade.on_upgrade(move |socket| pump(socket, frames)))
+}
+
+/// Writes `frames` to `socket` until the stream ends or the client goes away; dropping the
+/// stream then releases its subscription and its open-streams count.
+async fn pump(socket: WebSocket, frames: impl Stream<Item = Out> + Send) {
+    let (mut tx, mut rx) = socket.split();
+    let mut frames = std::pin::pin!(frames);
+    loop {
+        // Both arms are cancel-safe: a stream's pending read lives in the stream, not in
+        // the `next()` future dropped here.
+        tokio::select! {
+            out = frames.next() => {
+                let msg = match out {
+                    None => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        return;
+                    }
+                    Some(out) => match out.ws_text() {
+                        Some(text) => Message::Text(text.into()),
+                        None => Message::Ping(Default::default()),
+                    },
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            incoming = rx.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                // Pongs and any client text: nothing to do (pings are answered for us).
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 /// A short-lived token to open `GET /feed/stream?access_token=` (for `EventSource`, which

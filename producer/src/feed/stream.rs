@@ -1,4 +1,5 @@
-//! One live stream: the loop that turns wake-ups, heartbeats and shutdown into SSE frames.
+//! One live stream: the loop that turns wake-ups, heartbeats and shutdown into frames, which
+//! `handlers` writes as Server-Sent Events or as WebSocket messages.
 //!
 //! # Each entry once, in feed order
 //!
@@ -12,9 +13,8 @@
 //! The body is a `Stream` polled by hyper: when the client goes away it is dropped, which
 //! drops the subscription and the open-streams gauge guard with it.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
-use axum::response::sse::Event;
 use chrono::Utc;
 use futures::Stream;
 use sqlx::PgPool;
@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{
     credential::Parent,
-    frame::{self, EndReason},
+    frame::{EndReason, Out},
     hub::Subscription,
     resume::Start,
 };
@@ -58,7 +58,7 @@ struct FeedStream {
     cursor: i64,
     backlog_until: i64,
     rows: VecDeque<FeedRow>,
-    frames: VecDeque<Event>,
+    frames: VecDeque<Out>,
     /// Read before waiting: at the start, and after a full page (there may be more).
     read_now: bool,
     /// A read failed: try again at the next heartbeat even without a wake-up.
@@ -76,11 +76,11 @@ enum Wake {
     Heartbeat,
 }
 
-/// The stream of SSE frames for `setup`.
-pub fn frames(setup: StreamSetup) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    let mut frames = VecDeque::from([frame::opened()]);
+/// What the stream for `setup` emits, for the SSE or the WebSocket adapter to write.
+pub fn frames(setup: StreamSetup) -> impl Stream<Item = Out> + Send {
+    let mut frames = VecDeque::from([Out::Opened]);
     if let Start::Resync { after, reason } = setup.start {
-        frames.push_back(frame::resync(reason, after));
+        frames.push_back(Out::Resync { reason, after });
     }
     let mut heartbeat = tokio::time::interval_at(Instant::now() + setup.heartbeat, setup.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -102,13 +102,13 @@ pub fn frames(setup: StreamSetup) -> impl Stream<Item = Result<Event, Infallible
         ended: false,
     };
     futures::stream::unfold(state, |mut s| async move {
-        let event = s.next_frame().await?;
-        Some((Ok(event), s))
+        let out = s.next_frame().await?;
+        Some((out, s))
     })
 }
 
 impl FeedStream {
-    async fn next_frame(&mut self) -> Option<Event> {
+    async fn next_frame(&mut self) -> Option<Out> {
         loop {
             if let Some(f) = self.frames.pop_front() {
                 return Some(f);
@@ -124,7 +124,7 @@ impl FeedStream {
                         .map_or(0.0, |d| d.as_secs_f64())
                 });
                 self.metrics.pushed(&row.kind, lag);
-                return Some(frame::entry(&row));
+                return Some(Out::Entry(row));
             }
             if self.read_now {
                 self.read().await;
@@ -172,7 +172,7 @@ impl FeedStream {
                 tracing::warn!(user_id = %self.user_id, error = %e, "re-checking a stream's credential")
             }
         }
-        self.frames.push_back(frame::heartbeat());
+        self.frames.push_back(Out::Heartbeat);
         if self.read_failed {
             self.read().await;
         }
@@ -180,7 +180,7 @@ impl FeedStream {
 
     fn end(&mut self, reason: EndReason) {
         tracing::debug!(user_id = %self.user_id, reason = reason.as_str(), "stream ends");
-        self.frames.push_back(frame::end(reason));
+        self.frames.push_back(Out::End(reason));
         self.ended = true;
     }
 }

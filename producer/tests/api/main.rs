@@ -21,3 +21,4 @@ mod sse;
 mod tasks;
 mod timestamps;
 mod tokens;
+mod ws;

@@ -49,9 +49,16 @@
 //! and to a consumer, p50/p99/max, next to plain rdkafka produce -> consume, and the worker's
 //! peak RSS (see `bench/reminders.rs`).
 //!
+//! `live [SECONDS] [STREAMS]`: create response -> the entry on another stream of the same user,
+//! p50/p99, at 50 and 500 creates/s next to plain rdkafka; then STREAMS (default 10,000)
+//! concurrent streams on one `taskflow-api` process: its RSS and the push latency under load
+//! (see `bench/live.rs`).
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+#[path = "bench/live.rs"]
+mod live;
 #[path = "bench/recurrence.rs"]
 mod recurrence;
 #[path = "bench/relay.rs"]
@@ -110,6 +117,11 @@ async fn main() -> anyhow::Result<()> {
             let pending: usize = arg(2).map(str::parse).transpose()?.unwrap_or(1_000_000);
             let due: usize = arg(3).map(str::parse).transpose()?.unwrap_or(10_000);
             reminders::bench_reminders(&brokers, pending, due).await
+        }
+        "live" => {
+            let secs: usize = arg(2).map(str::parse).transpose()?.unwrap_or(10);
+            let streams: usize = arg(3).map(str::parse).transpose()?.unwrap_or(10_000);
+            live::bench_live(&brokers, secs, streams).await
         }
         "audit-rss" => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6000);

@@ -6,6 +6,7 @@ use taskflow_infra::feed::{self, FeedEntry};
 
 use super::Notification;
 use crate::db::{classify, ErrorClass};
+use crate::delivery::{self, plan::WebhookMessage};
 
 #[derive(Debug, thiserror::Error)]
 #[error("notifier store ({class:?}): {source}")]
@@ -43,11 +44,13 @@ impl NotifierStore {
         Self { pool }
     }
 
-    /// Appends `entry` and inserts `notification` (if any) in one transaction.
+    /// Appends `entry`, inserts `notification` (if any) and plans the webhook deliveries
+    /// of `webhook` in one transaction.
     pub async fn apply(
         &self,
         entry: &FeedEntry,
         notification: Option<&Notification>,
+        webhook: &WebhookMessage,
     ) -> Result<Applied, NotifierStoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(seq) = feed::append(&mut tx, entry).await? else {
@@ -73,6 +76,7 @@ impl NotifierStore {
             .execute(&mut *tx)
             .await?;
         }
+        delivery::store::plan(&mut tx, entry.user_id, entry.event_id, webhook).await?;
         tx.commit().await?;
         Ok(Applied::Appended { seq })
     }

@@ -1,0 +1,476 @@
+//! The webhook sender: claims due deliveries, sends each signed, records each attempt.
+//! The guarantees are in the parent module's header.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use taskflow_infra::backoff::Backoff;
+use taskflow_infra::config::{env_or, ConfigError};
+use taskflow_infra::feed::FeedNotifier;
+use taskflow_infra::webhook::{
+    self,
+    signing::signature,
+    target::{check_url, GuardedResolver, TargetPolicy},
+};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{self, Attempt, Claimed, Recorded};
+
+/// How deliveries are sent; every field has a `TASKFLOW_WEBHOOK_*` variable.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `TASKFLOW_WEBHOOK_ALLOW_PRIVATE` (false): http and internal addresses allowed.
+    pub policy: TargetPolicy,
+    /// `TASKFLOW_WEBHOOK_TIMEOUT_MS` (10000): one attempt, connect to last byte.
+    pub timeout: Duration,
+    /// `TASKFLOW_WEBHOOK_CONCURRENCY` (4): deliveries in flight per endpoint.
+    pub per_endpoint: usize,
+    /// `TASKFLOW_WEBHOOK_MAX_ATTEMPTS` (10): then the delivery is `failed`.
+    pub max_attempts: u32,
+    /// `TASKFLOW_WEBHOOK_RETRY_INITIAL_MS` (5000) and `_RETRY_MAX_MS` (3600000): the
+    /// backoff between attempts, with jitter.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// `TASKFLOW_WEBHOOK_DISABLE_AFTER_SECS` (259200, three days): an endpoint failing
+    /// every attempt this long is disabled.
+    pub disable_after: Duration,
+    /// Deliveries claimed per pass.
+    pub batch: i64,
+    /// Longest sleep without a wake-up (a lost NOTIFY costs at most this).
+    pub max_idle: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            policy: TargetPolicy::default(),
+            timeout: Duration::from_secs(10),
+            per_endpoint: 4,
+            max_attempts: 10,
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(3 * 24 * 3600),
+            batch: 256,
+            max_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliverySettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(env_or(
+                name,
+                u64::try_from(default.as_millis()).unwrap_or(u64::MAX),
+            )?))
+        };
+        Ok(Self {
+            policy: TargetPolicy {
+                allow_private: env_or("TASKFLOW_WEBHOOK_ALLOW_PRIVATE", false)?,
+            },
+            timeout: ms("TASKFLOW_WEBHOOK_TIMEOUT_MS", d.timeout)?.max(Duration::from_millis(1)),
+            per_endpoint: env_or("TASKFLOW_WEBHOOK_CONCURRENCY", d.per_endpoint)?.max(1),
+            max_attempts: env_or("TASKFLOW_WEBHOOK_MAX_ATTEMPTS", d.max_attempts)?.max(1),
+            retry_initial: ms("TASKFLOW_WEBHOOK_RETRY_INITIAL_MS", d.retry_initial)?,
+            retry_max: ms("TASKFLOW_WEBHOOK_RETRY_MAX_MS", d.retry_max)?,
+            disable_after: Duration::from_secs(env_or(
+                "TASKFLOW_WEBHOOK_DISABLE_AFTER_SECS",
+                d.disable_after.as_secs(),
+            )?),
+            ..d
+        })
+    }
+
+    /// A claim outlives the attempt it covers, so no other sender takes a row in flight.
+    fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// When the next attempt after failed attempt number `attempt` starts; `None` when the
+/// attempts are exhausted. `unit` in [0, 1) is the jitter.
+pub fn next_attempt(
+    attempt: i32,
+    settings: &DeliverySettings,
+    now: DateTime<Utc>,
+    unit: f64,
+) -> Option<DateTime<Utc>> {
+    let attempt = u32::try_from(attempt).unwrap_or(0);
+    if attempt >= settings.max_attempts {
+        return None;
+    }
+    let delay = Backoff::new(settings.retry_initial, settings.retry_max).jittered(attempt, unit);
+    Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)))
+}
+
+/// Bounded labels only: outcome.
+#[derive(Clone)]
+pub struct DeliveryMetrics {
+    attempts: IntCounterVec,
+    latency: Histogram,
+    in_flight: IntGauge,
+    completed: IntCounterVec,
+}
+
+impl DeliveryMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            attempts: IntCounterVec::new(
+                Opts::new(
+                    "taskflow_webhook_attempts_total",
+                    "Webhook delivery attempts by outcome: succeeded (2xx), http_error (another status), transport_error (refused target, DNS, connect, timeout).",
+                ),
+                &["outcome"],
+            )?,
+            latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "taskflow_webhook_attempt_seconds",
+                    "Duration of one webhook attempt, request to response (or error).",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )?,
+            in_flight: IntGauge::new(
+                "taskflow_webhook_in_flight",
+                "Webhook attempts in flight in this process.",
+            )?,
+            completed: IntCounterVec::new(
+                Opts::new(
+                    "taskflow_webhook_deliveries_total",
+                    "Deliveries finished by outcome: succeeded, failed (attempts exhausted), cancelled (endpoint deleted or disabled), endpoint_disabled (the attempt that disabled its endpoint).",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(m.attempts.clone()))?;
+        registry.register(Box::new(m.latency.clone()))?;
+        registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.completed.clone()))?;
+        Ok(m)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("building the webhook client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Per-target attempts in flight in this process.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+
+impl InFlight {
+    fn add(&self, target: &str, delta: isize) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(target.to_owned()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            map.remove(target);
+        }
+    }
+
+    fn snapshot(&self) -> (Vec<String>, Vec<i32>) {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .map(|(t, n)| (t.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
+            .unzip()
+    }
+}
+
+/// Starts the sender; it stops (after the attempts in flight, at most one timeout) when
+/// `shutdown` is cancelled.
+pub fn spawn_sender(
+    pool: PgPool,
+    settings: DeliverySettings,
+    metrics: DeliveryMetrics,
+    feed: FeedNotifier,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, SenderError> {
+    let client = reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: settings.policy,
+        }))
+        .timeout(settings.timeout)
+        // A redirect could lead anywhere, internal addresses included: a 3xx is a failure.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Taskflow-Webhooks/1")
+        .build()?;
+    Ok(tokio::spawn(run(
+        pool, settings, client, metrics, feed, shutdown,
+    )))
+}
+
+async fn run(
+    pool: PgPool,
+    settings: DeliverySettings,
+    client: reqwest::Client,
+    metrics: DeliveryMetrics,
+    feed: FeedNotifier,
+    shutdown: CancellationToken,
+) {
+    let in_flight = InFlight::default();
+    let freed = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    let mut listener = listen(&pool).await;
+    let mut failures = 0u32;
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
+        let (targets, used) = in_flight.snapshot();
+        let claimed = match store::claim_with(
+            &pool,
+            &targets,
+            &used,
+            i64::try_from(settings.per_endpoint).unwrap_or(i64::MAX),
+            settings.batch,
+            settings.lease(),
+        )
+        .await
+        {
+            Ok(c) => {
+                failures = 0;
+                c
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay(failures)) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= settings.batch;
+        for d in claimed {
+            if !d.live {
+                if let Err(e) = store::cancel(&pool, d.id).await {
+                    tracing::warn!(error = %e, "cancelling a delivery of a disabled endpoint");
+                }
+                metrics.completed.with_label_values(&["cancelled"]).inc();
+                continue;
+            }
+            in_flight.add(&d.target, 1);
+            metrics.in_flight.inc();
+            let (pool, settings, client, metrics, feed, in_flight, freed) = (
+                pool.clone(),
+                settings.clone(),
+                client.clone(),
+                metrics.clone(),
+                feed.clone(),
+                in_flight.clone(),
+                Arc::clone(&freed),
+            );
+            tasks.spawn(async move {
+                deliver(&pool, &settings, &client, &metrics, &feed, &d).await;
+                in_flight.add(&d.target, -1);
+                metrics.in_flight.dec();
+                freed.notify_one();
+            });
+        }
+        if full {
+            continue;
+        }
+        let sleep = match store::next_due(&pool).await {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(settings.max_idle),
+            Ok(None) => settings.max_idle,
+            Err(_) => Duration::from_secs(1),
+        };
+        // A due delivery of a target at its limit waits for a freed slot, not a busy loop.
+        let sleep = if sleep.is_zero() && !in_flight.snapshot().0.is_empty() {
+            settings.max_idle
+        } else {
+            sleep
+        };
+        let remote = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    if l.recv().await.is_err() {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = remote => {}
+            _ = freed.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    // Attempts in flight finish (each bounded by the timeout); a row cut off here keeps its
+    // lease and is sent again after it.
+    let drain = tokio::time::timeout(settings.timeout + Duration::from_secs(1), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if drain.await.is_err() {
+        tasks.abort_all();
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(pool)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "webhook LISTEN failed; polling instead"))
+        .ok()?;
+    l.listen(webhook::NOTIFY_CHANNEL)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "webhook LISTEN failed; polling instead"))
+        .ok()?;
+    Some(l)
+}
+
+/// One attempt and its record.
+async fn deliver(
+    pool: &PgPool,
+    settings: &DeliverySettings,
+    client: &reqwest::Client,
+    metrics: &DeliveryMetrics,
+    feed: &FeedNotifier,
+    d: &Claimed,
+) {
+    let attempt = send(client, settings.policy, d).await;
+    metrics
+        .latency
+        .observe(f64::from(attempt.latency_ms) / 1000.0);
+    let outcome = match (attempt.succeeded, attempt.status) {
+        (true, _) => "succeeded",
+        (false, Some(_)) => "http_error",
+        (false, None) => "transport_error",
+    };
+    metrics.attempts.with_label_values(&[outcome]).inc();
+    let retry_at = if attempt.succeeded {
+        None
+    } else {
+        next_attempt(d.attempts, settings, Utc::now(), rand::random::<f64>())
+    };
+    match store::record(pool, d, &attempt, retry_at, settings.disable_after).await {
+        Ok(Recorded::Succeeded) => metrics.completed.with_label_values(&["succeeded"]).inc(),
+        Ok(Recorded::Failed) => metrics.completed.with_label_values(&["failed"]).inc(),
+        Ok(Recorded::Disabled { user_id }) => {
+            metrics
+                .completed
+                .with_label_values(&["endpoint_disabled"])
+                .inc();
+            feed.notify(user_id);
+            tracing::warn!(endpoint_id = ?d.endpoint_id, "webhook endpoint disabled after failing continuously");
+        }
+        Ok(Recorded::Retry(_)) => {}
+        Ok(Recorded::Lost) => {
+            tracing::warn!(delivery_id = %d.id, "a webhook attempt outlived its lease; another sender owns the delivery")
+        }
+        // The lease runs out and the delivery is attempted again, with the same webhook-id.
+        Err(e) => tracing::warn!(error = %e, delivery_id = %d.id, "recording a webhook attempt failed"),
+    }
+}
+
+/// Sends one signed attempt. Never fails: every problem is an unsuccessful attempt.
+async fn send(client: &reqwest::Client, policy: TargetPolicy, d: &Claimed) -> Attempt {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let result: Result<reqwest::StatusCode, String> = async {
+        let url = check_url(d.url.as_deref().unwrap_or_default(), policy)
+            .map_err(|e| e.to_string())?;
+        let now = Utc::now();
+        let mut secrets: Vec<&str> = d.secret.as_deref().into_iter().collect();
+        if d.previous_secret_until.is_some_and(|until| until > now) {
+            secrets.extend(d.previous_secret.as_deref());
+        }
+        let msg_id = webhook::message_id(d.id);
+        let timestamp = now.timestamp();
+        let sig = signature(&secrets, &msg_id, timestamp, d.payload.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sig)
+            .body(d.payload.clone())
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(resp.status())
+    }
+    .await;
+    let latency_ms = i32::try_from(t0.elapsed().as_millis()).unwrap_or(i32::MAX);
+    match result {
+        Ok(status) => Attempt {
+            started_at,
+            latency_ms,
+            status: Some(i32::from(status.as_u16())),
+            error: (!status.is_success()).then(|| format!("HTTP {status}")),
+            succeeded: status.is_success(),
+        },
+        Err(error) => Attempt {
+            started_at,
+            latency_ms,
+            status: None,
+            error: Some(error),
+            succeeded: false,
+        },
+    }
+}
+
+/// An error with its causes: reqwest's own message hides the refused address behind
+/// "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_with_a_cap_then_stop() {
+        let s = DeliverySettings {
+            max_attempts: 4,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(3),
+            ..DeliverySettings::default()
+        };
+        let now = Utc::now();
+        // Without jitter (unit just under 1) the delays are 1, 2, 3 (capped) seconds.
+        let d = |a| (next_attempt(a, &s, now, 0.999_999).unwrap() - now).num_milliseconds();
+        assert!((999..=1000).contains(&d(1)), "{}", d(1));
+        assert!((1999..=2000).contains(&d(2)), "{}", d(2));
+        assert!((2999..=3000).contains(&d(3)), "{}", d(3));
+        assert_eq!(next_attempt(4, &s, now, 0.5), None);
+        // Jitter stays within [delay/2, delay].
+        let low = (next_attempt(2, &s, now, 0.0).unwrap() - now).num_milliseconds();
+        assert!((1000..=2000).contains(&low), "{low}");
+    }
+
+    #[test]
+    fn in_flight_counts() {
+        let f = InFlight::default();
+        f.add("a", 1);
+        f.add("a", 1);
+        f.add("b", 1);
+        f.add("b", -1);
+        assert_eq!(f.snapshot(), (vec!["a".to_owned()], vec![2]));
+    }
+}
