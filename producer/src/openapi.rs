@@ -99,7 +99,6 @@ use crate::{
         webhooks::model::Delivery,
         webhooks::model::DeliveryAttempt,
         webhooks::model::DeliveryList,
-        webhooks::handlers::RotateSecretRequest,
     )),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tasks"), (name = "audit", description = "Task history and activity, read from the audit log"),
@@ -340,6 +339,18 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                             "example": "https://hooks.example.com/taskflow"},
                     "description": {"type": ["string", "null"], "maxLength": webhooks::model::DESCRIPTION_MAX_CHARS,
                                     "example": "home automation"},
+                },
+            }),
+        ),
+        (
+            "RotateSecretRequest",
+            json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "overlap_seconds": {"type": ["integer", "null"], "minimum": 0,
+                                        "maximum": webhooks::model::MAX_OVERLAP_SECS,
+                                        "description": "How long deliveries are signed with the previous secret too; \
+                                            absent or `null`: 86400."},
                 },
             }),
         ),
@@ -612,6 +623,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
         ("/tokens", "post") => Some("CreateAccessTokenRequest"),
         ("/webhooks", "post") => Some("CreateWebhookRequest"),
+        ("/webhooks/{id}/rotate-secret", "post") => Some("RotateSecretRequest"),
         ("/tasks/{id}/reminders/{rid}/snooze", "post") => Some("SnoozeRequest"),
         _ => None,
     };

@@ -278,7 +278,12 @@ mod tests {
         // `localhost` passes the URL check (it is a name) but resolves only to loopback.
         let url = check_url("https://localhost:1/", STRICT).unwrap();
         let err = client.get(url).send().await.unwrap_err();
-        let text = format!("{err:?}");
-        assert!(text.contains("internal addresses"), "{text}");
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(text.contains("localhost resolves only to internal addresses"), "{text}");
     }
 }

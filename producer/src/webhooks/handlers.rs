@@ -2,7 +2,6 @@
 //! personal access tokens: an endpoint's secret is a credential of its own.
 
 use axum::{
-    body::Bytes,
     extract::{FromRequestParts, State},
     http::{header, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -149,13 +148,14 @@ pub async fn enable_endpoint(
         .ok_or(ApiError::NotFound)
 }
 
-/// Replace the endpoint's secret. For `overlap_seconds` (default 86400, at most 604800)
+/// Replace the endpoint's secret (body `{}` for the defaults). For `overlap_seconds`
+/// (default 86400, at most 604800)
 /// every delivery is signed with the new and the previous secret, so the receiver can
 /// switch without losing one.
 #[utoipa::path(
     post, path = "/webhooks/{id}/rotate-secret", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "Endpoint id")),
-    request_body(content = RotateSecretRequest, description = "Optional"),
+    request_body = RotateSecretRequest,
     responses(
         (status = 200, description = "Rotated; `secret` is shown only in this answer", body = RotatedSecret),
         (status = 403, description = "Called with a personal access token", body = Problem, content_type = "application/problem+json"),
@@ -168,15 +168,9 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     user: SessionUser,
     EndpointId(id): EndpointId,
-    body: Bytes,
+    body: JsonBody,
 ) -> Result<Json<RotatedSecret>, ApiError> {
-    // The body is optional: none means the default overlap.
-    let value: Option<serde_json::Value> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?)
-    };
-    let overlap = validate_rotate(value.as_ref()).map_err(ApiError::Validation)?;
+    let overlap = validate_rotate(Some(&body.value)).map_err(ApiError::Validation)?;
     let secret = signing::new_secret();
     let until = store::rotate(&state.pool, user.user_id, id, &secret, overlap)
         .await?
