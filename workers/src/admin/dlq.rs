@@ -279,7 +279,11 @@ fn read_ranges(
 ) -> Result<Vec<OwnedMessage>, AdminError> {
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
+    // No partition needs more than `limit` records: the output is cut at `limit` in
+    // (partition, offset) order.
+    let cap = i64::try_from(limit).unwrap_or(i64::MAX);
     for &(p, start, end) in ranges.iter().filter(|(_, s, e)| s < e) {
+        let end = end.min(start.saturating_add(cap));
         tpl.add_partition_offset(topic, p, Offset::Offset(start))
             .map_err(AdminError::kafka("building the assignment"))?;
         remaining.insert(p, end);
@@ -300,8 +304,6 @@ fn read_ranges(
         .assign(&tpl)
         .map_err(AdminError::kafka(format!("assigning {topic}")))?;
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
-    // Ordered per partition: stop each partition at its end, the whole read at `limit`
-    // counted in (partition, offset) order below.
     while !remaining.is_empty() {
         if std::time::Instant::now() > deadline {
             return Err(AdminError::Timeout(format!(

@@ -62,10 +62,17 @@ impl Human for LagReport {
                 ]);
             }
         }
-        let mut out = t.render();
+        let mut out = if t.is_empty() {
+            String::new()
+        } else {
+            t.render()
+        };
         for g in &self.groups {
             if g.partitions.is_empty() {
-                out.push_str(&format!("{}: no committed offsets found\n", g.group));
+                out.push_str(&format!(
+                    "{}: nothing to show (its topics do not exist, or it committed nothing)\n",
+                    g.group
+                ));
             } else {
                 out.push_str(&format!("{}: total lag {}\n", g.group, g.total));
             }

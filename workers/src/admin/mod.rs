@@ -8,8 +8,8 @@
 //! and never joins a consumer group: lag reads committed offsets without subscribing, so
 //! running it cannot trigger a rebalance of a worker's group.
 //!
-//! Where a broker lacks an admin API (tansu 0.6 has no DescribeConfigs/AlterConfigs), the
-//! command reports what it could not do instead of failing the rest.
+//! Where a broker lacks an admin API (tansu 0.6 has no AlterConfigs), the command reports
+//! what it could not do instead of failing the rest.
 
 pub mod dlq;
 mod kafka;

@@ -430,7 +430,7 @@ pub async fn describe(broker: &Broker, names: &[String]) -> Result<DescribeRepor
     Ok(DescribeReport { topics: out })
 }
 
-/// The managed configs, or why the broker could not tell (tansu lacks DescribeConfigs).
+/// The managed configs, or why the broker could not tell (a broker without DescribeConfigs).
 async fn describe_configs(
     broker: &Broker,
     topic: &str,
