@@ -5,7 +5,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
- && for b in taskflow-api taskflow-outbox taskflow-audit taskflow-audit-replay taskflow-recurrence taskflow-reminders taskflow-notifier taskflow-mcp; do cp "target/release/$b" /out/; done
+ && for b in taskflow-api taskflow-admin taskflow-audit taskflow-audit-replay taskflow-recurrence taskflow-reminders taskflow-notifier taskflow-mcp; do cp "target/release/$b" /out/; done
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates && rm -rf /var/lib/apt/lists/* \

@@ -7,37 +7,22 @@
    trust-auth PostgreSQL, Redpanda data in a named volume, the services connect as
    taskflow_service and only the API migrates, no failure hidden by `|| true`; and every
    service run from the Taskflow image starts a binary the Dockerfile copies into it.
-3. deploy/compose/topics.sh run against a stub `rpk`: every topic gets an explicit retention,
-   "already exists" is accepted (and the retention set again), any other failure stops it.
+3. The one-shot `topics` and `schemas` services run `taskflow-admin topics create` and
+   `taskflow-admin schemas register` from the Taskflow image, and the API starts only after
+   both completed successfully. (What `topics create` creates, with which retention, is
+   tested in Rust: `workers/src/admin/topics.rs` and `tests/tests/admin.rs`.)
 
 Exit status 0 when everything holds; otherwise each failure is printed and the status is 1.
 """
 
-import os
 import pathlib
 import re
-import shlex
-import subprocess
 import sys
-import tempfile
 
 import compose_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-TOPICS_SH = ROOT / "deploy" / "compose" / "topics.sh"
-
-FOREVER = "-1"
-THIRTY_DAYS = str(30 * 24 * 3600 * 1000)
-EXPECTED_RETENTION = {
-    "taskflow.task-events": FOREVER,
-    "taskflow.reminders": THIRTY_DAYS,
-    "taskflow.dlq.taskflow-audit": FOREVER,
-    "taskflow.dlq.taskflow-recurrence": FOREVER,
-    "taskflow.dlq.taskflow-reminders": FOREVER,
-    "taskflow.dlq.taskflow-notifier": FOREVER,
-}
-
 # The compose services of the worker binaries: they connect as taskflow_service and never migrate.
 WORKERS = ("audit", "recurrence", "reminders", "notifier")
 TASKFLOW_IMAGE = "taskflow:local"
@@ -109,58 +94,29 @@ def project_rules(spec):
         check("|| true" not in path.read_text(), f"{path.relative_to(ROOT)}: `|| true` hides failures")
 
 
-STUB_RPK = """#!/bin/bash
-# Stub rpk: logs its arguments; STUB_MODE says how `topic create` answers.
-printf '%s\\n' "$*" >> "$STUB_LOG"
-if [ "$1 $2" = "topic create" ]; then
-  case "$STUB_MODE" in
-    ok) printf 'TOPIC  STATUS\\n%s  OK\\n' "$3"; exit 0 ;;
-    exists) printf 'TOPIC  STATUS\\n%s  TOPIC_ALREADY_EXISTS: The topic has already been created.\\n' "$3"; exit 1 ;;
-    fail) printf 'TOPIC  STATUS\\n%s  POLICY_VIOLATION: Request parameters do not satisfy the configured policy.\\n' "$3"; exit 1 ;;
-  esac
-fi
-exit 0
-"""
+ONE_SHOTS = {
+    "topics": ["taskflow-admin", "topics", "create"],
+    "schemas": ["taskflow-admin", "schemas", "register"],
+}
 
 
-def run_topics(mode):
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = pathlib.Path(tmp)
-        rpk = tmp / "rpk"
-        rpk.write_text(STUB_RPK)
-        rpk.chmod(0o755)
-        log = tmp / "calls"
-        log.touch()
-        env = dict(os.environ, PATH=f"{tmp}:{os.environ['PATH']}", STUB_LOG=str(log), STUB_MODE=mode)
-        proc = subprocess.run(["bash", str(TOPICS_SH)], env=env, capture_output=True, text=True, timeout=60)
-        calls = [shlex.split(line) for line in log.read_text().splitlines()]
-        return proc.returncode, calls
-
-
-def option(args, key):
-    """Values of `-c key=v` / `--set key=v` in an rpk argument list."""
-    return [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
-
-
-def topics_script():
-    rc, calls = run_topics("ok")
-    check(rc == 0, f"topics.sh: exit {rc} when every creation succeeds")
-    created = {c[2]: c for c in calls if c[:2] == ["topic", "create"]}
-    check(set(created) == set(EXPECTED_RETENTION), f"topics.sh: creates {sorted(created)}")
-    for topic, retention in EXPECTED_RETENTION.items():
-        args = created.get(topic, [])
-        check(option(args, "retention.ms") == [retention], f"topics.sh: {topic} retention.ms {option(args, 'retention.ms')}, expected {retention}")
-        check(option(args, "cleanup.policy") == ["delete"], f"topics.sh: {topic} cleanup.policy")
-
-    rc, calls = run_topics("exists")
-    check(rc == 0, f"topics.sh: exit {rc} when the topics already exist")
-    altered = {c[2]: c for c in calls if c[:2] == ["topic", "alter-config"] and len(c) > 2}
-    for topic, retention in EXPECTED_RETENTION.items():
-        check(option(altered.get(topic, []), "retention.ms") == [retention], f"topics.sh: existing {topic} does not get its retention set")
-
-    rc, calls = run_topics("fail")
-    check(rc != 0, "topics.sh: a failed creation does not stop it")
-    check(len([c for c in calls if c[:2] == ["topic", "create"]]) == 1, "topics.sh: goes on after a failed creation")
+def one_shots(spec):
+    """Topics and schemas are set up by taskflow-admin before the API starts."""
+    services = spec.get("services") or {}
+    for name, command in ONE_SHOTS.items():
+        svc = services.get(name, {})
+        check(svc.get("image") == TASKFLOW_IMAGE, f"{name}: not run from {TASKFLOW_IMAGE}")
+        check(svc.get("command") == command, f"{name}: runs {svc.get('command')!r}, expected {command!r}")
+        check(str(svc.get("restart")) == "no", f"{name}: a one-shot service must not restart")
+    api_deps = services.get("api", {}).get("depends_on") or {}
+    for name in ONE_SHOTS:
+        condition = (api_deps.get(name) or {}).get("condition") if isinstance(api_deps, dict) else None
+        check(condition == "service_completed_successfully", f"api: does not wait for {name} to complete successfully")
+    topic_deps = services.get("topics", {}).get("depends_on") or {}
+    check(
+        isinstance(topic_deps, dict) and (topic_deps.get("redpanda") or {}).get("condition") == "service_healthy",
+        "topics: does not wait for a healthy redpanda",
+    )
 
 
 def validator_rejects_broken_files(text):
@@ -193,13 +149,13 @@ def main():
         print(f"docker-compose.yml does not follow the Compose Specification: {e}", file=sys.stderr)
         return 1
     project_rules(spec)
-    topics_script()
+    one_shots(spec)
     validator_rejects_broken_files(text)
     for f in failures:
         print(f"check-compose: {f}", file=sys.stderr)
     if failures:
         return 1
-    print(f"docker-compose.yml: valid Compose Specification, {len(spec.get('services') or {})} services; project rules and topics.sh hold")
+    print(f"docker-compose.yml: valid Compose Specification, {len(spec.get('services') or {})} services; project rules and one-shot services hold")
     return 0
 
 

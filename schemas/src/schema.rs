@@ -28,6 +28,12 @@ const SHARED: [(&str, &str); 2] = [
     ),
 ];
 
+/// The shared records' `.avsc` files, compiled in: what [`expand`] needs to make an event's
+/// file self-contained (e.g. an operator checking a new schema file against the registry).
+pub fn shared_sources() -> [&'static str; SHARED.len()] {
+    SHARED.map(|(_, text)| text)
+}
+
 /// The `.avsc` file of an event type, as written (with references).
 pub fn source(event_type: EventType) -> &'static str {
     match event_type {

@@ -8,7 +8,8 @@
 //! `GET /schemas/ids/{id}`, `GET /subjects`, `GET /subjects/{s}/versions`,
 //! `GET /subjects/{s}/versions/{latest|n}`, `GET|PUT /config`,
 //! `GET|PUT /config/{s}`, `DELETE /subjects/{s}` (as an operator removes a
-//! subject that blocks a producer). Like a real registry it enforces the subject's
+//! subject that blocks a producer), `POST /compatibility/subjects/{s}/versions/{v}` (what
+//! `taskflow-admin schemas check` asks). Like a real registry it enforces the subject's
 //! compatibility level on registration (409, `error_code` 409), gives an
 //! identical schema the same id, and answers 404 with `error_code` 40403 for
 //! an unknown id. The default level is BACKWARD, as in Confluent and Redpanda.
@@ -197,6 +198,10 @@ fn router(faults: FaultSwitch) -> Router {
         .route("/schemas/ids/{id}", get(get_by_id))
         .route("/config", get(get_global_config).put(put_global_config))
         .route("/config/{subject}", get(get_config).put(put_config))
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(test_compatibility),
+        )
         .with_state(state)
         .layer(middleware::from_fn_with_state(faults, inject_fault))
 }
@@ -435,5 +440,35 @@ async fn delete_subject(State(state): State<Shared>, Path(name): Path<String>) -
             ok(json!(versions))
         }
         _ => Err(not_found(40401, format!("Subject '{name}' not found."))),
+    }
+}
+
+/// `POST /compatibility/subjects/{s}/versions/{latest|n}`: whether the schema could be
+/// registered, judged at the subject's level against the versions up to `v` (all of them
+/// for a transitive level, `v` alone otherwise). Answers `is_compatible` and, as with
+/// `?verbose=true`, the reasons in `messages`.
+async fn test_compatibility(
+    State(state): State<Shared>,
+    Path((name, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let (_, parsed) = parse_request(&body)?;
+    let reg = lock(&state);
+    let entry = subject(&reg, &name)?;
+    let upto = match version.as_str() {
+        "latest" | "-1" => entry.versions.len(),
+        v => v.parse().unwrap_or(0),
+    };
+    if upto == 0 || upto > entry.versions.len() {
+        return Err(not_found(40402, format!("Version {version} not found.")));
+    }
+    let level = entry.compatibility.as_deref().unwrap_or(&reg.compatibility);
+    let existing: Vec<&Schema> = entry.versions[..upto]
+        .iter()
+        .map(|id| &reg.schemas[*id as usize - 1].parsed)
+        .collect();
+    match check_compatibility(level, &existing, &parsed) {
+        Ok(()) => ok(json!({"is_compatible": true, "messages": []})),
+        Err(reason) => ok(json!({"is_compatible": false, "messages": [reason]})),
     }
 }

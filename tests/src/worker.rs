@@ -1,5 +1,5 @@
 //! Runs the real binaries (`taskflow-audit`, `taskflow-recurrence`, `taskflow-reminders`,
-//! `taskflow-api`, `taskflow-mcp`) as child
+//! `taskflow-api`, `taskflow-mcp`, `taskflow-admin`) as child
 //! processes, so a test can SIGKILL them (no drain, no final commit: exactly
 //! what a crash looks like) or SIGTERM them and check the exit.
 

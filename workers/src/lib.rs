@@ -9,6 +9,8 @@
 //!   each fired once as `ReminderDue`.
 //! * [`notifier`]: the notifier (`taskflow-notifier`): every event into its user's feed (the
 //!   live streams' source), every reminder into the inbox.
+//! * [`admin`]: the operator's command line (`taskflow-admin`): topics, schemas, lag, dead
+//!   letters, parked outbox rows.
 //! * [`process`]: what every worker binary does around its worker (database, codec, admin
 //!   server, relay candidate, shutdown, exit).
 //! * [`db`]: how the stores classify PostgreSQL errors (retry or dead-letter).
@@ -19,6 +21,7 @@
 //! [`audit::AuditSettings::new`] build settings without the environment; [`audit::replay`]
 //! runs a replay to completion and returns a report.
 
+pub mod admin;
 pub mod audit;
 pub mod db;
 pub mod delivery;

@@ -1,4 +1,4 @@
-//! What an operator does with parked rows (`taskflow-outbox list|retry`).
+//! What an operator does with parked rows (`taskflow-admin outbox list|retry`).
 //!
 //! A parked row is the head of its task: the task's later events wait behind
 //! it. Retrying makes it an ordinary head again (attempts reset), so the next

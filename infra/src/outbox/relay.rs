@@ -25,7 +25,7 @@
 //! payload does not decode, or does not fit its schema) is parked at once; a
 //! row the registry refuses (409/422) is retried with backoff and parked after
 //! `park_after` attempts. Parked rows stay in the table with their reason,
-//! count in `taskflow_outbox_parked_rows`, and wait for `taskflow-outbox
+//! count in `taskflow_outbox_parked_rows`, and wait for `taskflow-admin outbox
 //! retry`. Transient failures (registry or broker unavailable) are retried
 //! forever and never park.
 //!
@@ -891,7 +891,7 @@ impl Relay {
                     outbox_id = id,
                     attempts,
                     error = failure.reason(),
-                    "outbox row parked; its task waits for `taskflow-outbox retry`"
+                    "outbox row parked; its task waits for `taskflow-admin outbox retry`"
                 );
                 (None, true)
             }
