@@ -15,9 +15,11 @@ pub mod events;
 pub mod mcp;
 pub mod metrics;
 pub mod pgproxy;
+pub mod pyvenv;
 pub mod registry;
 pub mod sse;
 pub mod system;
+pub mod webhooks;
 pub mod worker;
 
 /// A name no other test (or earlier run) uses.

@@ -7,8 +7,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
-    sync::Mutex,
+    process::Stdio,
     time::Duration,
 };
 
@@ -18,62 +17,16 @@ use tokio::io::AsyncWriteExt;
 /// The pinned SDK version.
 pub const MCP_SDK_VERSION: &str = "2.3.0";
 
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TASKFLOW_CI_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache").join("taskflow-ci")
-}
-
-fn has_sdk(python: &PathBuf) -> bool {
-    Command::new(python)
-        .args([
-            "-c",
-            &format!(
-                "import importlib.metadata as m, mcp, jsonschema; \
-                 assert m.version('mcp') == '{MCP_SDK_VERSION}'"
-            ),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The venv's python with the SDK, installing it first if missing.
-/// Serialised: the tests of one binary run in parallel.
 pub fn python_with_mcp_sdk() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = cache_dir().join(format!("mcp-sdk-{MCP_SDK_VERSION}-venv"));
-    let python = venv.join("bin").join("python");
-    if has_sdk(&python) {
-        return python;
-    }
-    eprintln!(
-        "installing the MCP Python SDK {MCP_SDK_VERSION} into {}",
-        venv.display()
-    );
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::create_dir_all(cache_dir()).expect("create the cache directory");
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "python3 -m venv failed (python3 with venv is required)");
-    let ok = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("mcp=={MCP_SDK_VERSION}"))
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "pip install mcp=={MCP_SDK_VERSION} failed");
-    assert!(
-        has_sdk(&python),
-        "the MCP SDK does not import after installing"
-    );
-    python
+    crate::pyvenv::python_with(
+        &format!("mcp-sdk-{MCP_SDK_VERSION}-venv"),
+        &[&format!("mcp=={MCP_SDK_VERSION}")],
+        &format!(
+            "import importlib.metadata as m, mcp, jsonschema; \
+             assert m.version('mcp') == '{MCP_SDK_VERSION}'"
+        ),
+    )
 }
 
 /// Runs `tests/mcp/drive.py` with `config` on stdin and returns its report.

@@ -49,6 +49,8 @@ impl TestSystem {
         let metrics = prometheus::Registry::new();
         let mut settings = Settings::new(db.url.clone());
         settings.topic_task_events = topic.to_owned();
+        // Test receivers listen on 127.0.0.1 over http; the strict policy has its own tests.
+        settings.webhook_allow_private = true;
         settings.jwt_secret = Some(JwtSecret::new(format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),

@@ -21,4 +21,5 @@ mod sse;
 mod tasks;
 mod timestamps;
 mod tokens;
+mod webhooks;
 mod ws;

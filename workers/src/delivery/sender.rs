@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Attempt, Claimed, Recorded};
 
+/// How long shutdown waits for attempts in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// How deliveries are sent; every field has a `TASKFLOW_WEBHOOK_*` variable.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -312,9 +315,9 @@ async fn run(
             _ = shutdown.cancelled() => {}
         }
     }
-    // Attempts in flight finish (each bounded by the timeout); a row cut off here keeps its
-    // lease and is sent again after it.
-    let drain = tokio::time::timeout(settings.timeout + Duration::from_secs(1), async {
+    // Attempts in flight get a few seconds to finish; one cut off here keeps its lease and
+    // is sent again after it, with the same webhook-id.
+    let drain = tokio::time::timeout(settings.timeout.min(DRAIN), async {
         while tasks.join_next().await.is_some() {}
     });
     if drain.await.is_err() {

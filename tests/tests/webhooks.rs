@@ -1,0 +1,373 @@
+//! Webhooks end to end: API → outbox → relay → broker → notifier (plans the delivery in the
+//! event's transaction) → sender → a real receiver that verifies each request with the
+//! Standard Webhooks library for Python. Retries and the attempt log, rotation, a dead
+//! receiver that must not slow anyone else down, the delivery-time address check, and an
+//! endpoint disabled after failing too long.
+//!
+//! Every wait is on state (a request reaching the receiver, rows in the log), never a fixed
+//! sleep, except where a test shows that something does *not* happen within a window.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use taskflow_infra::webhook::target::TargetPolicy;
+use taskflow_schemas::topics;
+use taskflow_tests::{
+    broker::{brokers, create_topic},
+    system::TestSystem,
+    unique,
+    webhooks::{Behaviour, Receiver},
+};
+use taskflow_workers::delivery::DeliverySettings;
+use taskflow_workers::notifier::{self, NotifierSettings};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    sys: TestSystem,
+    stop: CancellationToken,
+    notifier: Option<taskflow_workers::runtime::WorkerHandle>,
+}
+
+/// The API and relay, and the notifier with `delivery` (private targets allowed unless the
+/// test says otherwise: the receivers listen on 127.0.0.1).
+async fn setup(delivery: DeliverySettings) -> Setup {
+    let brokers = brokers();
+    let topic = unique("webhooks-task-events");
+    let reminders = unique("webhooks-reminders");
+    let group = unique("webhooks-notifier");
+    create_topic(&brokers, &topic, 3).await;
+    create_topic(&brokers, &reminders, 3).await;
+    create_topic(&brokers, &topics::dlq(&group), 1).await;
+    let sys = TestSystem::start(&brokers, &topic).await;
+    let mut ns = NotifierSettings::new(&brokers, &group, &[topic.as_str(), reminders.as_str()]);
+    ns.runtime
+        .consumer_overrides
+        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
+    ns.delivery = delivery;
+    let stop = CancellationToken::new();
+    let notifier = notifier::spawn_notifier(
+        ns,
+        sys.db.pool.clone(),
+        sys.codec.clone(),
+        &prometheus::Registry::new(),
+        stop.clone(),
+    )
+    .unwrap();
+    Setup {
+        sys,
+        stop,
+        notifier: Some(notifier),
+    }
+}
+
+fn fast() -> DeliverySettings {
+    DeliverySettings {
+        policy: TargetPolicy {
+            allow_private: true,
+        },
+        timeout: Duration::from_secs(5),
+        retry_initial: Duration::from_millis(200),
+        retry_max: Duration::from_secs(1),
+        max_idle: Duration::from_secs(2),
+        ..DeliverySettings::default()
+    }
+}
+
+impl Setup {
+    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.sys.call(token, method, path, body).await
+    }
+
+    /// Registers `url` for `token`'s user; returns (endpoint id, secret).
+    async fn endpoint(&self, token: &str, url: &str) -> (String, String) {
+        let (status, body) = self
+            .call(token, Method::POST, "/webhooks", Some(json!({"url": url})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn create_task(&self, token: &str, title: &str) -> String {
+        let (status, body) = self
+            .call(token, Method::POST, "/tasks", Some(json!({"title": title})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn deliveries(&self, token: &str, endpoint: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(token, Method::GET, &format!("/webhooks/{endpoint}/deliveries"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `check` holds for the endpoint's delivery log.
+    async fn wait_log(&self, token: &str, endpoint: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.deliveries(token, endpoint).await;
+            if check(&log) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "delivery log never matched: {log:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(n) = self.notifier.take() {
+            n.join().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_twice_then_succeeds_has_three_attempts_and_one_success() {
+    let s = setup(fast()).await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(2)).await;
+    let token = s.sys.user().await;
+    let (endpoint, secret) = s.endpoint(&token, &receiver.url).await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    receiver.set_secret(&secret).await;
+    let task = s.create_task(&token, "water the plants").await;
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(receiver.next(WAIT).await.expect("an attempt reaches the receiver"));
+    }
+    for r in &seen {
+        assert_eq!(r["verified"], true, "the Python library verifies it: {r}");
+        assert_eq!(r["type"], "task.created");
+        assert_eq!(r["data"]["task"]["id"], task.as_str());
+    }
+    let statuses: Vec<i64> = seen.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [500, 500, 204]);
+    assert!(
+        seen.iter().all(|r| r["id"] == seen[0]["id"]),
+        "one webhook-id for every attempt: {seen:?}"
+    );
+
+    let log = s
+        .wait_log(&token, &endpoint, |log| {
+            log.len() == 1 && log[0]["state"] == "succeeded"
+        })
+        .await;
+    let attempts = log[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{log:?}");
+    let recorded: Vec<(i64, bool)> = attempts
+        .iter()
+        .map(|a| (a["status"].as_i64().unwrap(), a["succeeded"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(recorded, [(500, false), (500, false), (204, true)]);
+    assert_eq!(log[0]["webhook_id"], seen[0]["id"]);
+    assert!(attempts.iter().all(|a| a["latency_ms"].as_i64().unwrap() >= 0));
+    // Nothing more arrives: the success is final.
+    assert!(receiver.next(Duration::from_secs(1)).await.is_none());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receiver_does_not_hold_up_another_users_deliveries() {
+    let s = setup(DeliverySettings {
+        // Far longer than the test: A's attempts stay in flight throughout.
+        timeout: Duration::from_secs(120),
+        per_endpoint: 2,
+        ..fast()
+    })
+    .await;
+    let dead = Receiver::start(Behaviour::Hang).await;
+    let mut alive = Receiver::start(Behaviour::FailFirst(0)).await;
+    let (alice, bob) = (s.sys.user().await, s.sys.user().await);
+    let (dead_endpoint, _) = s.endpoint(&alice, &dead.url).await;
+    let (_, secret) = s.endpoint(&bob, &alive.url).await;
+    alive.set_secret(&secret).await;
+    for i in 0..10 {
+        s.create_task(&alice, &format!("alice {i}")).await;
+    }
+    // Alice's deliveries are in flight (two at a time) at the dead receiver.
+    s.wait_log(&alice, &dead_endpoint, |log| {
+        log.len() == 10 && log.iter().any(|d| d["state"] == "pending")
+    })
+    .await;
+    let started = Instant::now();
+    for i in 0..5 {
+        s.create_task(&bob, &format!("bob {i}")).await;
+    }
+    for _ in 0..5 {
+        let r = alive.next(WAIT).await.expect("bob's delivery arrives");
+        assert_eq!(r["verified"], true);
+    }
+    let took = started.elapsed();
+    // Every one of Bob's arrived while Alice's first attempts were still hanging.
+    let log = s.deliveries(&alice, &dead_endpoint).await;
+    assert!(
+        log.iter().all(|d| d["attempts"].as_array().unwrap().is_empty()),
+        "no attempt at the dead receiver has finished: {log:?}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_signs_with_both_until_the_overlap_ends_and_a_test_event_is_sent() {
+    let s = setup(fast()).await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let token = s.sys.user().await;
+    let (endpoint, old) = s.endpoint(&token, &receiver.url).await;
+    receiver.set_secret(&old).await;
+    let (status, queued) = s
+        .call(&token, Method::POST, &format!("/webhooks/{endpoint}/test"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let r = receiver.next(WAIT).await.unwrap();
+    assert_eq!(r["type"], "webhook.test");
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["id"], queued["webhook_id"]);
+    assert_eq!(r["signatures"], 1);
+
+    let (status, rotated) = s
+        .call(
+            &token,
+            Method::POST,
+            &format!("/webhooks/{endpoint}/rotate-secret"),
+            Some(json!({"overlap_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    // The receiver still holds the old secret: it verifies, as the new one would.
+    s.create_task(&token, "during the overlap").await;
+    let r = receiver.next(WAIT).await.unwrap();
+    assert_eq!((r["verified"].clone(), r["signatures"].clone()), (json!(true), json!(2)));
+    receiver.set_secret(&new).await;
+    s.create_task(&token, "with the new secret").await;
+    let r = receiver.next(WAIT).await.unwrap();
+    assert_eq!(r["verified"], true, "{r}");
+
+    // Without an overlap only the new secret signs.
+    let (_, rotated) = s
+        .call(
+            &token,
+            Method::POST,
+            &format!("/webhooks/{endpoint}/rotate-secret"),
+            Some(json!({"overlap_seconds": 0})),
+        )
+        .await;
+    receiver.set_secret(&new).await;
+    s.create_task(&token, "old secret retired").await;
+    let r = receiver.next(WAIT).await.unwrap();
+    assert_eq!(r["signatures"], 1);
+    assert_eq!(r["verified"], false, "signed only with the newest secret: {r}");
+    receiver
+        .set_secret(rotated["secret"].as_str().unwrap())
+        .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_now_resolves_to_loopback_is_refused_at_delivery() {
+    // The strict policy, as in production.
+    let s = setup(DeliverySettings {
+        policy: TargetPolicy {
+            allow_private: false,
+        },
+        max_attempts: 2,
+        ..fast()
+    })
+    .await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let token = s.sys.user().await;
+    let user: Uuid = sqlx::query_scalar("SELECT id FROM users ORDER BY created_at DESC LIMIT 1")
+        .fetch_one(&s.sys.db.pool)
+        .await
+        .unwrap();
+    // Registered while the name pointed elsewhere (DNS rebinding): written as the API would.
+    let port = receiver.url.rsplit(':').next().unwrap().trim_end_matches("/hook").to_owned();
+    let endpoint = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, user_id, url, secret) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(endpoint)
+    .bind(user)
+    .bind(format!("https://localhost:{port}/hook"))
+    .bind(taskflow_infra::webhook::signing::new_secret())
+    .execute(&s.sys.db.pool)
+    .await
+    .unwrap();
+    s.create_task(&token, "nothing leaves").await;
+    let log = s
+        .wait_log(&token, &endpoint.to_string(), |log| {
+            log.len() == 1 && log[0]["state"] == "failed"
+        })
+        .await;
+    for a in log[0]["attempts"].as_array().unwrap() {
+        let error = a["error"].as_str().unwrap();
+        assert!(
+            error.contains("localhost resolves only to internal addresses"),
+            "{error}"
+        );
+        assert!(a["status"].is_null());
+    }
+    assert!(
+        receiver.next(Duration::from_secs(1)).await.is_none(),
+        "nothing reached the receiver"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_too_long_is_disabled_and_its_owner_told() {
+    let s = setup(DeliverySettings {
+        disable_after: Duration::from_secs(1),
+        ..fast()
+    })
+    .await;
+    let receiver = Receiver::start(Behaviour::FailFirst(usize::MAX)).await;
+    let token = s.sys.user().await;
+    let (endpoint, _) = s.endpoint(&token, &receiver.url).await;
+    s.create_task(&token, "never acknowledged").await;
+    let deadline = Instant::now() + WAIT;
+    let listed = loop {
+        let (_, list) = s.call(&token, Method::GET, "/webhooks", None).await;
+        if list["items"][0]["enabled"] == false {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let item = &listed["items"][0];
+    assert!(item["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("failing continuously since"));
+    let log = s.deliveries(&token, &endpoint).await;
+    assert_eq!(log[0]["state"], "cancelled", "{log:?}");
+    let (_, inbox) = s.call(&token, Method::GET, "/notifications", None).await;
+    let kinds: Vec<&str> = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["webhook_disabled"], "{inbox}");
+    // Enabled again, it receives the next event.
+    let (status, enabled) = s
+        .call(&token, Method::POST, &format!("/webhooks/{endpoint}/enable"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert_eq!(enabled["enabled"], true);
+    assert!(enabled["failing_since"].is_null());
+    s.stop().await;
+}
