@@ -149,7 +149,7 @@ async fn a_webhook_that_fails_twice_then_succeeds_has_three_attempts_and_one_suc
     for r in &seen {
         assert_eq!(r["verified"], true, "the Python library verifies it: {r}");
         assert_eq!(r["type"], "task.created");
-        assert_eq!(r["data"]["task"]["id"], task.as_str());
+        assert_eq!(r["data"]["metadata"]["task_id"], task.as_str());
     }
     let statuses: Vec<i64> = seen.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, [500, 500, 204]);
