@@ -5,11 +5,7 @@
 //! `~/.cache/taskflow-ci`, where `scripts/fuzz-api` keeps schemathesis),
 //! pinned, and reused by later runs; it needs `python3` with `venv` and PyPI.
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;

@@ -185,7 +185,12 @@ impl ApiProcess {
         let process = WorkerProcess::start_binary(binary("taskflow-api"), &env);
         let http = reqwest::Client::new();
         let admin = format!("http://127.0.0.1:{admin_port}");
-        wait_http_ok(&http, &format!("{admin}/readyz"), std::time::Duration::from_secs(60)).await;
+        wait_http_ok(
+            &http,
+            &format!("{admin}/readyz"),
+            std::time::Duration::from_secs(60),
+        )
+        .await;
         Self {
             process,
             base: format!("http://127.0.0.1:{http_port}"),

@@ -79,7 +79,13 @@ fn fast() -> DeliverySettings {
 }
 
 impl Setup {
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.sys.call(token, method, path, body).await
     }
 
@@ -105,21 +111,34 @@ impl Setup {
 
     async fn deliveries(&self, token: &str, endpoint: &str) -> Vec<Value> {
         let (status, body) = self
-            .call(token, Method::GET, &format!("/webhooks/{endpoint}/deliveries"), None)
+            .call(
+                token,
+                Method::GET,
+                &format!("/webhooks/{endpoint}/deliveries"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().unwrap().clone()
     }
 
     /// Waits until `check` holds for the endpoint's delivery log.
-    async fn wait_log(&self, token: &str, endpoint: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    async fn wait_log(
+        &self,
+        token: &str,
+        endpoint: &str,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + WAIT;
         loop {
             let log = self.deliveries(token, endpoint).await;
             if check(&log) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "delivery log never matched: {log:?}");
+            assert!(
+                Instant::now() < deadline,
+                "delivery log never matched: {log:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -144,7 +163,12 @@ async fn a_webhook_that_fails_twice_then_succeeds_has_three_attempts_and_one_suc
 
     let mut seen = Vec::new();
     for _ in 0..3 {
-        seen.push(receiver.next(WAIT).await.expect("an attempt reaches the receiver"));
+        seen.push(
+            receiver
+                .next(WAIT)
+                .await
+                .expect("an attempt reaches the receiver"),
+        );
     }
     for r in &seen {
         assert_eq!(r["verified"], true, "the Python library verifies it: {r}");
@@ -167,11 +191,18 @@ async fn a_webhook_that_fails_twice_then_succeeds_has_three_attempts_and_one_suc
     assert_eq!(attempts.len(), 3, "{log:?}");
     let recorded: Vec<(i64, bool)> = attempts
         .iter()
-        .map(|a| (a["status"].as_i64().unwrap(), a["succeeded"].as_bool().unwrap()))
+        .map(|a| {
+            (
+                a["status"].as_i64().unwrap(),
+                a["succeeded"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(recorded, [(500, false), (500, false), (204, true)]);
     assert_eq!(log[0]["webhook_id"], seen[0]["id"]);
-    assert!(attempts.iter().all(|a| a["latency_ms"].as_i64().unwrap() >= 0));
+    assert!(attempts
+        .iter()
+        .all(|a| a["latency_ms"].as_i64().unwrap() >= 0));
     // Nothing more arrives: the success is final.
     assert!(receiver.next(Duration::from_secs(1)).await.is_none());
     s.stop().await;
@@ -212,7 +243,8 @@ async fn a_dead_receiver_does_not_hold_up_another_users_deliveries() {
     // Every one of Bob's arrived while Alice's first attempts were still hanging.
     let log = s.deliveries(&alice, &dead_endpoint).await;
     assert!(
-        log.iter().all(|d| d["attempts"].as_array().unwrap().is_empty()),
+        log.iter()
+            .all(|d| d["attempts"].as_array().unwrap().is_empty()),
         "no attempt at the dead receiver has finished: {log:?}"
     );
     assert!(took < Duration::from_secs(60), "{took:?}");
@@ -227,7 +259,12 @@ async fn a_rotated_secret_signs_with_both_until_the_overlap_ends_and_a_test_even
     let (endpoint, old) = s.endpoint(&token, &receiver.url).await;
     receiver.set_secret(&old).await;
     let (status, queued) = s
-        .call(&token, Method::POST, &format!("/webhooks/{endpoint}/test"), None)
+        .call(
+            &token,
+            Method::POST,
+            &format!("/webhooks/{endpoint}/test"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let r = receiver.next(WAIT).await.unwrap();
@@ -250,7 +287,10 @@ async fn a_rotated_secret_signs_with_both_until_the_overlap_ends_and_a_test_even
     // The receiver still holds the old secret: it verifies, as the new one would.
     s.create_task(&token, "during the overlap").await;
     let r = receiver.next(WAIT).await.unwrap();
-    assert_eq!((r["verified"].clone(), r["signatures"].clone()), (json!(true), json!(2)));
+    assert_eq!(
+        (r["verified"].clone(), r["signatures"].clone()),
+        (json!(true), json!(2))
+    );
     receiver.set_secret(&new).await;
     s.create_task(&token, "with the new secret").await;
     let r = receiver.next(WAIT).await.unwrap();
@@ -269,7 +309,10 @@ async fn a_rotated_secret_signs_with_both_until_the_overlap_ends_and_a_test_even
     s.create_task(&token, "old secret retired").await;
     let r = receiver.next(WAIT).await.unwrap();
     assert_eq!(r["signatures"], 1);
-    assert_eq!(r["verified"], false, "signed only with the newest secret: {r}");
+    assert_eq!(
+        r["verified"], false,
+        "signed only with the newest secret: {r}"
+    );
     receiver
         .set_secret(rotated["secret"].as_str().unwrap())
         .await;
@@ -294,18 +337,22 @@ async fn a_name_that_now_resolves_to_loopback_is_refused_at_delivery() {
         .await
         .unwrap();
     // Registered while the name pointed elsewhere (DNS rebinding): written as the API would.
-    let port = receiver.url.rsplit(':').next().unwrap().trim_end_matches("/hook").to_owned();
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook")
+        .to_owned();
     let endpoint = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (id, user_id, url, secret) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(endpoint)
-    .bind(user)
-    .bind(format!("https://localhost:{port}/hook"))
-    .bind(taskflow_infra::webhook::signing::new_secret())
-    .execute(&s.sys.db.pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO webhook_endpoints (id, user_id, url, secret) VALUES ($1, $2, $3, $4)")
+        .bind(endpoint)
+        .bind(user)
+        .bind(format!("https://localhost:{port}/hook"))
+        .bind(taskflow_infra::webhook::signing::new_secret())
+        .execute(&s.sys.db.pool)
+        .await
+        .unwrap();
     s.create_task(&token, "nothing leaves").await;
     let log = s
         .wait_log(&token, &endpoint.to_string(), |log| {
@@ -364,7 +411,12 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_owner_told() {
     assert_eq!(kinds, ["webhook_disabled"], "{inbox}");
     // Enabled again, it receives the next event.
     let (status, enabled) = s
-        .call(&token, Method::POST, &format!("/webhooks/{endpoint}/enable"), None)
+        .call(
+            &token,
+            Method::POST,
+            &format!("/webhooks/{endpoint}/enable"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{enabled}");
     assert_eq!(enabled["enabled"], true);

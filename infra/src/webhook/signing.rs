@@ -109,14 +109,25 @@ mod tests {
         headers.insert("webhook-id", "msg_1".parse().unwrap());
         headers.insert("webhook-timestamp", now.to_string().parse().unwrap());
         headers.insert("webhook-signature", sig.parse().unwrap());
-        assert!(Webhook::new(&other).unwrap().verify(b"{}", &headers).is_err());
+        assert!(Webhook::new(&other)
+            .unwrap()
+            .verify(b"{}", &headers)
+            .is_err());
     }
 
     #[test]
     fn a_broken_secret_is_an_error_not_a_panic() {
-        for bad in ["whsec_***", "whsec_", "whsec_c2hvcnQ=", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+        for bad in [
+            "whsec_***",
+            "whsec_",
+            "whsec_c2hvcnQ=",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
             assert!(
-                matches!(signature(&[bad], "m", 1, b"{}"), Err(SigningError::Secret(_))),
+                matches!(
+                    signature(&[bad], "m", 1, b"{}"),
+                    Err(SigningError::Secret(_))
+                ),
                 "{bad}"
             );
         }

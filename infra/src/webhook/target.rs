@@ -214,7 +214,12 @@ mod tests {
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.215.14",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -246,7 +251,10 @@ mod tests {
             check_url("ftp://hooks.example.com/", DEV),
             Err(TargetError::Invalid(_))
         ));
-        assert!(matches!(check_url("not a url", DEV), Err(TargetError::Invalid(_))));
+        assert!(matches!(
+            check_url("not a url", DEV),
+            Err(TargetError::Invalid(_))
+        ));
         assert!(check_url("http://127.0.0.1:9000/hook", DEV).is_ok());
     }
 
@@ -266,7 +274,9 @@ mod tests {
             check_resolves_publicly("https://localhost/hook", STRICT).await,
             Err(TargetError::OnlyInternal { .. })
         ));
-        assert!(check_resolves_publicly("https://localhost/hook", DEV).await.is_ok());
+        assert!(check_resolves_publicly("https://localhost/hook", DEV)
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -284,6 +294,9 @@ mod tests {
             text.push_str(&format!(": {s}"));
             source = s.source();
         }
-        assert!(text.contains("localhost resolves only to internal addresses"), "{text}");
+        assert!(
+            text.contains("localhost resolves only to internal addresses"),
+            "{text}"
+        );
     }
 }

@@ -53,7 +53,10 @@ pub enum Out {
     /// The stream is open (SSE: a comment; WebSocket: the handshake already said so).
     Opened,
     Entry(FeedRow),
-    Resync { reason: ResyncReason, after: i64 },
+    Resync {
+        reason: ResyncReason,
+        after: i64,
+    },
     Heartbeat,
     /// The stream closes after it.
     End(EndReason),
@@ -170,7 +173,9 @@ mod tests {
     #[test]
     fn websocket_messages() {
         let data = json!({"type": "TaskCreated"});
-        let text = Out::Entry(row(7, "TaskCreated", data.clone())).ws_text().unwrap();
+        let text = Out::Entry(row(7, "TaskCreated", data.clone()))
+            .ws_text()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,

@@ -13,8 +13,8 @@ use axum::{
     response::{IntoResponse, Response, Sse},
     Json,
 };
-use futures::{SinkExt, Stream, StreamExt};
 use chrono::{DateTime, Utc};
+use futures::{SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use taskflow_infra::feed;
 use utoipa::ToSchema;
@@ -136,7 +136,9 @@ pub async fn open_socket(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|e| {
-        ApiError::BadRequest(format!("GET /feed/ws needs a WebSocket upgrade request: {e}"))
+        ApiError::BadRequest(format!(
+            "GET /feed/ws needs a WebSocket upgrade request: {e}"
+        ))
     })?;
     let last_event_id = parse_last_event_id(query.last_event_id.as_deref().map(str::as_bytes))
         .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;

@@ -64,7 +64,10 @@ pub async fn create_endpoint(
 ) -> Result<Response, ApiError> {
     let new = validate_create(&body.value, state.webhook_policy).map_err(ApiError::Validation)?;
     if let Err(e) = target::check_resolves_publicly(&new.url, state.webhook_policy).await {
-        return Err(ApiError::Validation(vec![FieldError::new("url", e.to_string())]));
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "url",
+            e.to_string(),
+        )]));
     }
     if store::count_live(&state.pool, user.user_id).await? >= MAX_ENDPOINTS {
         return Err(ApiError::Conflict(format!(

@@ -216,8 +216,8 @@ mod tests {
         .unwrap();
         assert_eq!(ok.url, "https://hooks.example.com/t");
         assert_eq!(ok.description, "ci");
-        let errs = validate_create(&json!({"url": "http://127.0.0.1/", "x": 1}), STRICT)
-            .unwrap_err();
+        let errs =
+            validate_create(&json!({"url": "http://127.0.0.1/", "x": 1}), STRICT).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["x", "url"]);
         assert!(validate_create(&json!({}), STRICT).is_err());

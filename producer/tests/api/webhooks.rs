@@ -36,7 +36,12 @@ async fn internal_and_plain_http_targets_are_refused_unless_allowed() {
         let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(problem["errors"][0]["field"], "url", "{url}: {problem}");
     }
-    let r = create(&app, &token, json!({"url": "https://127.0.0.1/t", "extra": 1})).await;
+    let r = create(
+        &app,
+        &token,
+        json!({"url": "https://127.0.0.1/t", "extra": 1}),
+    )
+    .await;
     let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2, "{problem}");
 
@@ -78,7 +83,10 @@ async fn an_endpoint_is_created_listed_rotated_tested_and_deleted_by_its_owner_o
         .await
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    assert!(list["items"][0].get("secret").is_none(), "never listed: {list}");
+    assert!(
+        list["items"][0].get("secret").is_none(),
+        "never listed: {list}"
+    );
     let theirs: Value = app
         .req(Method::GET, "/webhooks", &other)
         .send()
@@ -100,7 +108,11 @@ async fn an_endpoint_is_created_listed_rotated_tested_and_deleted_by_its_owner_o
         assert_problem(r, StatusCode::NOT_FOUND).await;
     }
     let r = app
-        .req(Method::POST, &format!("/webhooks/{id}/rotate-secret"), &other)
+        .req(
+            Method::POST,
+            &format!("/webhooks/{id}/rotate-secret"),
+            &other,
+        )
         .json(&json!({}))
         .send()
         .await
@@ -108,7 +120,11 @@ async fn an_endpoint_is_created_listed_rotated_tested_and_deleted_by_its_owner_o
     assert_problem(r, StatusCode::NOT_FOUND).await;
 
     let r = app
-        .req(Method::POST, &format!("/webhooks/{id}/rotate-secret"), &token)
+        .req(
+            Method::POST,
+            &format!("/webhooks/{id}/rotate-secret"),
+            &token,
+        )
         .json(&json!({"overlap_seconds": 60}))
         .send()
         .await
@@ -117,7 +133,11 @@ async fn an_endpoint_is_created_listed_rotated_tested_and_deleted_by_its_owner_o
     let rotated: Value = r.json().await.unwrap();
     assert_ne!(rotated["secret"], created["secret"]);
     let r = app
-        .req(Method::POST, &format!("/webhooks/{id}/rotate-secret"), &token)
+        .req(
+            Method::POST,
+            &format!("/webhooks/{id}/rotate-secret"),
+            &token,
+        )
         .json(&json!({"overlap_seconds": 10_000_000}))
         .send()
         .await
@@ -156,7 +176,10 @@ async fn an_endpoint_is_created_listed_rotated_tested_and_deleted_by_its_owner_o
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(state, "cancelled", "a deleted endpoint receives nothing more");
+    assert_eq!(
+        state, "cancelled",
+        "a deleted endpoint receives nothing more"
+    );
     let r = app
         .req(Method::DELETE, &format!("/webhooks/{id}"), &token)
         .send()

@@ -59,18 +59,42 @@ async fn a_socket_gets_each_entry_once_in_order_resumes_and_never_sees_another_u
     let mut a = connect(&app.address, Some(&alice_token), "").await;
     let mut b = connect(&app.address, Some(&bob_token), "").await;
 
-    let first = append(&app.pool, alice, "TaskCreated", task_event("TaskCreated", "milk")).await;
-    let second = append(&app.pool, alice, "TaskCompleted", task_event("TaskCompleted", "milk")).await;
+    let first = append(
+        &app.pool,
+        alice,
+        "TaskCreated",
+        task_event("TaskCreated", "milk"),
+    )
+    .await;
+    let second = append(
+        &app.pool,
+        alice,
+        "TaskCompleted",
+        task_event("TaskCompleted", "milk"),
+    )
+    .await;
     let m = expect_entry(&mut a, first, "TaskCreated").await;
     assert_eq!(m["data"]["event"]["title"], "milk");
     expect_entry(&mut a, second, "TaskCompleted").await;
     // Bob's first message is his own entry, appended after Alice's.
-    let his = append(&app.pool, bob, "TaskCreated", task_event("TaskCreated", "bob's")).await;
+    let his = append(
+        &app.pool,
+        bob,
+        "TaskCreated",
+        task_event("TaskCreated", "bob's"),
+    )
+    .await;
     expect_entry(&mut b, his, "TaskCreated").await;
 
     // A client that saw `first` and reconnects gets exactly what it missed.
     a.close(None).await.unwrap();
-    let third = append(&app.pool, alice, "TaskUpdated", task_event("TaskUpdated", "milk")).await;
+    let third = append(
+        &app.pool,
+        alice,
+        "TaskUpdated",
+        task_event("TaskUpdated", "milk"),
+    )
+    .await;
     let mut again = connect(
         &app.address,
         Some(&alice_token),
@@ -98,7 +122,11 @@ async fn a_browser_opens_it_with_a_stream_token_and_revocation_ends_it() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let pat: Value = r.json().await.unwrap();
     let minted: Value = app
-        .req(Method::POST, "/feed/stream-tokens", pat["token"].as_str().unwrap())
+        .req(
+            Method::POST,
+            "/feed/stream-tokens",
+            pat["token"].as_str().unwrap(),
+        )
         .send()
         .await
         .unwrap()
@@ -111,7 +139,13 @@ async fn a_browser_opens_it_with_a_stream_token_and_revocation_ends_it() {
         &format!("?access_token={}", minted["token"].as_str().unwrap()),
     )
     .await;
-    let seq = append(&app.pool, user, "TaskCreated", task_event("TaskCreated", "t")).await;
+    let seq = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "t"),
+    )
+    .await;
     expect_entry(&mut socket, seq, "TaskCreated").await;
     // Heartbeats arrive as pings, which the client answers by itself.
     socket.send(Message::Text("ignored".into())).await.unwrap();
@@ -136,7 +170,11 @@ async fn a_plain_request_or_no_credential_is_refused_with_a_problem() {
     let app = spawn_app().await;
     let (_, token) = app.new_user().await;
     // Authenticated but not an upgrade: 400, as documented.
-    let r = app.req(Method::GET, "/feed/ws", &token).send().await.unwrap();
+    let r = app
+        .req(Method::GET, "/feed/ws", &token)
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, StatusCode::BAD_REQUEST).await;
     let r = app.client.get(app.url("/feed/ws")).send().await.unwrap();
     assert_problem(r, StatusCode::UNAUTHORIZED).await;

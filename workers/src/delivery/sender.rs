@@ -377,7 +377,9 @@ async fn deliver(
             tracing::warn!(delivery_id = %d.id, "a webhook attempt outlived its lease; another sender owns the delivery")
         }
         // The lease runs out and the delivery is attempted again, with the same webhook-id.
-        Err(e) => tracing::warn!(error = %e, delivery_id = %d.id, "recording a webhook attempt failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id = %d.id, "recording a webhook attempt failed")
+        }
     }
 }
 
@@ -386,8 +388,8 @@ async fn send(client: &reqwest::Client, policy: TargetPolicy, d: &Claimed) -> At
     let started_at = Utc::now();
     let t0 = Instant::now();
     let result: Result<reqwest::StatusCode, String> = async {
-        let url = check_url(d.url.as_deref().unwrap_or_default(), policy)
-            .map_err(|e| e.to_string())?;
+        let url =
+            check_url(d.url.as_deref().unwrap_or_default(), policy).map_err(|e| e.to_string())?;
         let now = Utc::now();
         let mut secrets: Vec<&str> = d.secret.as_deref().into_iter().collect();
         if d.previous_secret_until.is_some_and(|until| until > now) {

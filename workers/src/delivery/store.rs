@@ -146,7 +146,9 @@ pub enum Recorded {
     Failed,
     /// The endpoint failed for too long and is now disabled (its owner told): the user
     /// whose feed got the notice.
-    Disabled { user_id: Uuid },
+    Disabled {
+        user_id: Uuid,
+    },
     /// The lease was lost to another sender meanwhile: nothing recorded.
     Lost,
 }

@@ -264,19 +264,34 @@ pub(crate) async fn bench_live(brokers: &str, secs: usize, streams: usize) -> an
     // Warm-up: the relay's producer, the notifier's assignment, the registry's cache.
     let warm = create_at_rate(&sys, &tokens, 20, 20.0).await;
     let (w, _) = latencies(&warm, &mut rx, &mut arrived, 1, Duration::from_secs(120)).await;
-    anyhow::ensure!(w.len() == warm.len(), "warm-up: only {} of {} arrived", w.len(), warm.len());
+    anyhow::ensure!(
+        w.len() == warm.len(),
+        "warm-up: only {} of {} arrived",
+        w.len(),
+        warm.len()
+    );
     for rate in [50usize, 500] {
         let n = rate * secs;
         arrived.clear();
         let responses = create_at_rate(&sys, &tokens, n, rate as f64).await;
-        let (ms, early) =
-            latencies(&responses, &mut rx, &mut arrived, 1, Duration::from_secs(300)).await;
+        let (ms, early) = latencies(
+            &responses,
+            &mut rx,
+            &mut arrived,
+            1,
+            Duration::from_secs(300),
+        )
+        .await;
         let got = ms.len();
         let (p50, p99, max) = summary(ms);
         let (b50, b99, bmax) = baseline(brokers, n, rate as f64).await?;
         println!("  {rate}/s: {} created, {got} arrived on stream B ({early} before the create's response)", responses.len());
-        println!("    create response -> other stream (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
-        println!("    plain rdkafka produce -> consume (ms): p50 {b50:.1}  p99 {b99:.1}  max {bmax:.1}");
+        println!(
+            "    create response -> other stream (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}"
+        );
+        println!(
+            "    plain rdkafka produce -> consume (ms): p50 {b50:.1}  p99 {b99:.1}  max {bmax:.1}"
+        );
         println!(
             "    ratio live / plain:                    p50 {:.2}x  p99 {:.2}x",
             p50 / b50,
