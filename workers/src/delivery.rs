@@ -1,5 +1,6 @@
-//! Delivery channels beyond the feed: signed webhooks (Standard Webhooks), run by the
-//! notifier process.
+//! Delivery channels beyond the feed: signed webhooks (Standard Webhooks) and email (SMTP,
+//! see [`email`] for its own guarantee and the digest), run by the notifier process. Both
+//! share the `deliveries` table, the claim with its lease, the attempt log and the backoff.
 //!
 //! # Guarantee: one successful delivery per event and endpoint, retried until then
 //!
@@ -29,6 +30,7 @@
 //! *Targets* are checked at every attempt on the addresses actually connected to
 //! (`taskflow_infra::webhook::target`), against DNS rebinding.
 
+pub mod email;
 pub mod plan;
 pub mod quiet;
 pub mod sender;

@@ -24,11 +24,12 @@
 //! constraint or data error is permanent (dead-lettered with the reason).
 //!
 //! Each event is also planned as a webhook delivery to each of the user's enabled endpoints,
-//! in the same transaction, and sent by the sender that runs beside the consumer (see
-//! [`crate::delivery`] for its guarantee).
+//! and each reminder (when SMTP is configured) as a mail to the owner's address, in the same
+//! transaction, and sent by the sender that runs beside the consumer (see
+//! [`crate::delivery`] and [`crate::delivery::email`] for their guarantees).
 //!
 //! Not here yet: per-user preferences (which task events also become inbox notifications,
-//! quiet hours) and email.
+//! quiet hours).
 
 pub mod store;
 
@@ -44,7 +45,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::delivery::{
-    plan::webhook_message, spawn_sender, DeliveryMetrics, DeliverySettings, SenderError,
+    email::{self, EmailError, PlannedEmail},
+    plan::webhook_message,
+    spawn_sender, DeliveryMetrics, DeliverySettings, SenderError,
 };
 use crate::runtime::{
     self, Decoded, Decoder, Handler, HandlerError, RuntimeError, RuntimeSettings, SettingsError,
@@ -141,6 +144,20 @@ pub struct NotifierHandler {
     store: NotifierStore,
     metrics: NotifierMetrics,
     feed: FeedNotifier,
+    /// SMTP is configured: reminders are also mailed.
+    email: bool,
+}
+
+/// The mail a reminder becomes, when the email channel is on. Pure.
+pub fn plan_email(event: &Event, email_on: bool) -> Result<Option<PlannedEmail>, EmailError> {
+    match event {
+        Event::ReminderDue(r) if email_on => Ok(Some(PlannedEmail {
+            payload: email::reminder_email(r)?,
+            // Quiet hours will set this; until then the mail goes at once.
+            not_before: None,
+        })),
+        _ => Ok(None),
+    }
 }
 
 impl Handler for NotifierHandler {
@@ -149,9 +166,11 @@ impl Handler for NotifierHandler {
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
         let webhook = webhook_message(&msg.event)
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
+        let mail = plan_email(&msg.event, self.email)
+            .map_err(|e| HandlerError::Permanent(format!("reminder mail does not render: {e}")))?;
         let applied = self
             .store
-            .apply(&entry, notification.as_ref(), &webhook)
+            .apply(&entry, notification.as_ref(), &webhook, mail.as_ref())
             .await?;
         let outcome = match applied {
             Applied::Appended { .. } => {
@@ -186,6 +205,8 @@ pub enum NotifierError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Sender(#[from] SenderError),
+    #[error(transparent)]
+    Email(#[from] EmailError),
 }
 
 /// Kafka connection, consumer settings, and how long the feed is kept.
@@ -196,7 +217,7 @@ pub struct NotifierSettings {
     /// `TASKFLOW_FEED_RETENTION_HOURS` (default 168): feed entries older than this are
     /// pruned; a stream resuming from before them is told to resync.
     pub feed_retention: Duration,
-    /// How webhooks are sent (`TASKFLOW_WEBHOOK_*`).
+    /// How webhooks are sent (`TASKFLOW_WEBHOOK_*`) and email (`TASKFLOW_SMTP_*`).
     pub delivery: DeliverySettings,
 }
 
@@ -213,7 +234,10 @@ impl NotifierSettings {
                 &[task_events.as_str(), reminders.as_str()],
             )?,
             feed_retention: Duration::from_secs(hours.max(1) * 3600),
-            delivery: DeliverySettings::from_env()?,
+            delivery: DeliverySettings {
+                email: email::EmailSettings::from_env()?,
+                ..DeliverySettings::from_env()?
+            },
         })
     }
 
@@ -241,6 +265,7 @@ pub fn spawn_notifier<D: Decoder>(
         store: NotifierStore::new(pool.clone()),
         metrics: NotifierMetrics::register(registry)?,
         feed: feed.clone(),
+        email: settings.delivery.email.is_some(),
     };
     let retention = TimeDelta::from_std(settings.feed_retention).unwrap_or(TimeDelta::days(7));
     tokio::spawn(prune_feed(pool.clone(), retention, shutdown.clone()));

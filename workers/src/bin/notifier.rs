@@ -3,7 +3,8 @@
 //! `taskflow_workers::notifier` for the guarantee; configuration is by `TASKFLOW_*` variables
 //! (`TASKFLOW_DATABASE_*` as in `taskflow_infra::db`, `TASKFLOW_SCHEMA_REGISTRY_*`,
 //! `TASKFLOW_ADMIN_ADDR` (default `0.0.0.0:9095`), `TASKFLOW_KAFKA_*`, `TASKFLOW_CONSUMER_*`,
-//! `TASKFLOW_TOPIC_TASK_EVENTS`, `TASKFLOW_TOPIC_REMINDERS`, `TASKFLOW_FEED_RETENTION_HOURS`).
+//! `TASKFLOW_TOPIC_TASK_EVENTS`, `TASKFLOW_TOPIC_REMINDERS`, `TASKFLOW_FEED_RETENTION_HOURS`,
+//! `TASKFLOW_WEBHOOK_*`, and `TASKFLOW_SMTP_*` for email).
 //!
 //! It produces nothing to Kafka but dead letters (original bytes), so it registers no schemas.
 //! Exit status: see `taskflow_workers::process`.

@@ -1,5 +1,6 @@
-//! The webhook sender: claims due deliveries, sends each signed, records each attempt.
-//! The guarantees are in the parent module's header.
+//! The sender: claims due deliveries of every channel, sends each webhook signed and each
+//! address's due mail as one message (a digest when there are several), and records each
+//! attempt. The guarantees are in the parent module's header and in [`super::email`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{self, Attempt, Claimed, Recorded};
+use super::email::{self, EmailError, EmailPayload, EmailSettings};
+use super::store::{self, Attempt, ClaimLimits, Claimed, Recorded};
 
 /// How long shutdown waits for attempts in flight.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -48,6 +50,9 @@ pub struct DeliverySettings {
     pub batch: i64,
     /// Longest sleep without a wake-up (a lost NOTIFY costs at most this).
     pub max_idle: Duration,
+    /// The SMTP server (`TASKFLOW_SMTP_*`, read by the notifier's settings); `None`: the
+    /// email channel is off, no mail is planned or sent.
+    pub email: Option<EmailSettings>,
 }
 
 impl Default for DeliverySettings {
@@ -62,6 +67,7 @@ impl Default for DeliverySettings {
             disable_after: Duration::from_secs(3 * 24 * 3600),
             batch: 256,
             max_idle: Duration::from_secs(30),
+            email: None,
         }
     }
 }
@@ -93,8 +99,22 @@ impl DeliverySettings {
     }
 
     /// A claim outlives the attempt it covers, so no other sender takes a row in flight.
+    /// An SMTP exchange is several commands, each bounded by the SMTP timeout: the lease
+    /// covers the longer of the two channels' bounds.
     fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(5)
+        let timeout = match &self.email {
+            Some(e) => self.timeout.max(e.timeout),
+            None => self.timeout,
+        };
+        timeout * 2 + Duration::from_secs(5)
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let mut c = vec!["webhook".to_owned()];
+        if self.email.is_some() {
+            c.push("email".to_owned());
+        }
+        c
     }
 }
 
@@ -114,6 +134,26 @@ pub fn next_attempt(
     Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)))
 }
 
+/// When each delivery of one failed mail (`attempts[i]` is delivery i's attempt number) is
+/// tried again: all at one instant, so a digest stays one digest, backed off by the
+/// group's highest attempt; `None` for a delivery whose attempts are exhausted, and for all
+/// of them after a `permanent` failure.
+pub fn group_retry(
+    attempts: &[i32],
+    permanent: bool,
+    settings: &DeliverySettings,
+    now: DateTime<Utc>,
+    unit: f64,
+) -> Vec<Option<DateTime<Utc>>> {
+    let limit = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
+    let highest = attempts.iter().copied().max().unwrap_or(0);
+    let at = next_attempt(highest.min(limit - 1), settings, now, unit);
+    attempts
+        .iter()
+        .map(|&a| if permanent || a >= limit { None } else { at })
+        .collect()
+}
+
 /// Bounded labels only: outcome.
 #[derive(Clone)]
 pub struct DeliveryMetrics {
@@ -121,6 +161,9 @@ pub struct DeliveryMetrics {
     latency: Histogram,
     in_flight: IntGauge,
     completed: IntCounterVec,
+    email_attempts: IntCounterVec,
+    email_latency: Histogram,
+    email_completed: IntCounterVec,
 }
 
 impl DeliveryMetrics {
@@ -153,11 +196,37 @@ impl DeliveryMetrics {
                 ),
                 &["outcome"],
             )?,
+            email_attempts: IntCounterVec::new(
+                Opts::new(
+                    "taskflow_email_attempts_total",
+                    "Mails attempted (a digest counts once) by outcome: succeeded, transient (4xx reply), permanent (5xx reply or an unbuildable mail), transport_error (connect, TLS, timeout), and by kind: single, digest.",
+                ),
+                &["outcome", "kind"],
+            )?,
+            email_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "taskflow_email_attempt_seconds",
+                    "Duration of one SMTP attempt, connect (or pooled connection) to the final reply.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )?,
+            email_completed: IntCounterVec::new(
+                Opts::new(
+                    "taskflow_email_deliveries_total",
+                    "Email deliveries (one per reminder) finished by outcome: succeeded, failed.",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(m.attempts.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.completed.clone()))?;
+        registry.register(Box::new(m.email_attempts.clone()))?;
+        registry.register(Box::new(m.email_latency.clone()))?;
+        registry.register(Box::new(m.email_completed.clone()))?;
         Ok(m)
     }
 }
@@ -166,7 +235,11 @@ impl DeliveryMetrics {
 pub enum SenderError {
     #[error("building the webhook client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Email(#[from] EmailError),
 }
+
+type Smtp = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
 
 /// Per-target attempts in flight in this process.
 #[derive(Clone, Default)]
@@ -208,8 +281,10 @@ pub fn spawn_sender(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent("Taskflow-Webhooks/1")
         .build()?;
+    // Built once: it keeps a pool of SMTP connections.
+    let smtp = settings.email.as_ref().map(email::transport).transpose()?;
     Ok(tokio::spawn(run(
-        pool, settings, client, metrics, feed, shutdown,
+        pool, settings, client, smtp, metrics, feed, shutdown,
     )))
 }
 
@@ -217,6 +292,7 @@ async fn run(
     pool: PgPool,
     settings: DeliverySettings,
     client: reqwest::Client,
+    smtp: Option<Smtp>,
     metrics: DeliveryMetrics,
     feed: FeedNotifier,
     shutdown: CancellationToken,
@@ -227,19 +303,17 @@ async fn run(
     let mut listener = listen(&pool).await;
     let mut failures = 0u32;
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let limits = ClaimLimits {
+        per_target: i64::try_from(settings.per_endpoint).unwrap_or(i64::MAX),
+        limit: settings.batch,
+        digest_max: settings.email.as_ref().map_or(1, |e| e.digest_max.max(1)),
+        channels: settings.channels(),
+        lease: settings.lease(),
+    };
     while !shutdown.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         let (targets, used) = in_flight.snapshot();
-        let claimed = match store::claim_with(
-            &pool,
-            &targets,
-            &used,
-            i64::try_from(settings.per_endpoint).unwrap_or(i64::MAX),
-            settings.batch,
-            settings.lease(),
-        )
-        .await
-        {
+        let claimed = match store::claim_with(&pool, &targets, &used, &limits).await {
             Ok(c) => {
                 failures = 0;
                 c
@@ -255,6 +329,35 @@ async fn run(
             }
         };
         let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= settings.batch;
+        let (mails, claimed): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|d| d.channel == "email");
+        // One mail per address: the claim took all of an address's due rows together.
+        let mut by_address: std::collections::BTreeMap<String, Vec<Claimed>> =
+            std::collections::BTreeMap::new();
+        for d in mails {
+            by_address.entry(d.target.clone()).or_default().push(d);
+        }
+        for (address, group) in by_address {
+            let Some(smtp) = smtp.clone() else {
+                // Not claimable without SMTP (the claim filters by channel).
+                continue;
+            };
+            in_flight.add(&address, 1);
+            metrics.in_flight.inc();
+            let (pool, settings, metrics, in_flight, freed) = (
+                pool.clone(),
+                settings.clone(),
+                metrics.clone(),
+                in_flight.clone(),
+                Arc::clone(&freed),
+            );
+            tasks.spawn(async move {
+                deliver_mail(&pool, &settings, &smtp, &metrics, &address, &group).await;
+                in_flight.add(&address, -1);
+                metrics.in_flight.dec();
+                freed.notify_one();
+            });
+        }
         for d in claimed {
             if !d.live {
                 if let Err(e) = store::cancel(&pool, d.id).await {
@@ -284,7 +387,7 @@ async fn run(
         if full {
             continue;
         }
-        let sleep = match store::next_due(&pool).await {
+        let sleep = match store::next_due(&pool, &limits.channels).await {
             Ok(Some(at)) => (at - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -383,6 +486,106 @@ async fn deliver(
     }
 }
 
+/// One mail (a single reminder or a digest) for `group`, all due rows of `address`, and
+/// its attempt recorded on each row.
+async fn deliver_mail(
+    pool: &PgPool,
+    settings: &DeliverySettings,
+    smtp: &Smtp,
+    metrics: &DeliveryMetrics,
+    address: &str,
+    group: &[Claimed],
+) {
+    let Some(email_settings) = settings.email.as_ref() else {
+        return;
+    };
+    // A payload that does not parse is our bug, not the server's: that row fails alone.
+    let mut sendable: Vec<(&Claimed, EmailPayload)> = Vec::with_capacity(group.len());
+    for d in group {
+        match serde_json::from_str::<EmailPayload>(&d.payload) {
+            Ok(p) => sendable.push((d, p)),
+            Err(e) => {
+                let attempt = Attempt {
+                    started_at: Utc::now(),
+                    latency_ms: 0,
+                    status: None,
+                    error: Some(EmailError::Payload(e).to_string()),
+                    succeeded: false,
+                };
+                record_mail(pool, settings, metrics, d, &attempt, None).await;
+            }
+        }
+    }
+    if sendable.is_empty() {
+        return;
+    }
+    let ids: Vec<uuid::Uuid> = sendable.iter().map(|(d, _)| d.id).collect();
+    let payloads: Vec<EmailPayload> = sendable.iter().map(|(_, p)| p.clone()).collect();
+    let sent = email::send(smtp, email_settings, address, &ids, &payloads).await;
+    let kind = if ids.len() > 1 { "digest" } else { "single" };
+    let outcome = match (&sent.attempt, sent.permanent) {
+        (a, _) if a.succeeded => "succeeded",
+        (_, true) => "permanent",
+        (a, false) if a.status.is_some() => "transient",
+        _ => "transport_error",
+    };
+    metrics
+        .email_attempts
+        .with_label_values(&[outcome, kind])
+        .inc();
+    metrics
+        .email_latency
+        .observe(f64::from(sent.attempt.latency_ms) / 1000.0);
+    if !sent.attempt.succeeded {
+        tracing::warn!(
+            deliveries = ids.len(),
+            status = ?sent.attempt.status,
+            error = ?sent.attempt.error,
+            "an email attempt failed"
+        );
+    }
+    let attempts: Vec<i32> = sendable.iter().map(|(d, _)| d.attempts).collect();
+    let retries = if sent.attempt.succeeded {
+        vec![None; attempts.len()]
+    } else {
+        group_retry(
+            &attempts,
+            sent.permanent,
+            settings,
+            Utc::now(),
+            rand::random::<f64>(),
+        )
+    };
+    for ((d, _), retry_at) in sendable.iter().zip(retries) {
+        record_mail(pool, settings, metrics, d, &sent.attempt, retry_at).await;
+    }
+}
+
+async fn record_mail(
+    pool: &PgPool,
+    settings: &DeliverySettings,
+    metrics: &DeliveryMetrics,
+    d: &Claimed,
+    attempt: &Attempt,
+    retry_at: Option<DateTime<Utc>>,
+) {
+    match store::record(pool, d, attempt, retry_at, settings.disable_after).await {
+        Ok(Recorded::Succeeded) => metrics
+            .email_completed
+            .with_label_values(&["succeeded"])
+            .inc(),
+        Ok(Recorded::Failed) => metrics.email_completed.with_label_values(&["failed"]).inc(),
+        Ok(Recorded::Retry(_) | Recorded::Disabled { .. }) => {}
+        Ok(Recorded::Lost) => {
+            tracing::warn!(delivery_id = %d.id, "an email attempt outlived its lease; another sender owns the delivery")
+        }
+        // The lease runs out and the mail is sent again, with the same Message-ID.
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id = %d.id, "recording an email attempt failed")
+        }
+    }
+}
+
 /// Sends one signed attempt. Never fails: every problem is an unsuccessful attempt.
 async fn send(client: &reqwest::Client, policy: TargetPolicy, d: &Claimed) -> Attempt {
     let started_at = Utc::now();
@@ -467,6 +670,24 @@ mod tests {
         // Jitter stays within [delay/2, delay].
         let low = (next_attempt(2, &s, now, 0.0).unwrap() - now).num_milliseconds();
         assert!((1000..=2000).contains(&low), "{low}");
+    }
+
+    #[test]
+    fn a_failed_digest_retries_together_and_stops_per_delivery() {
+        let s = DeliverySettings {
+            max_attempts: 3,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..DeliverySettings::default()
+        };
+        let now = Utc::now();
+        let r = group_retry(&[1, 2], false, &s, now, 0.5);
+        assert!(r[0].is_some());
+        assert_eq!(r[0], r[1], "one instant for the whole digest");
+        let r = group_retry(&[1, 3], false, &s, now, 0.5);
+        assert!(r[0].is_some(), "{r:?}");
+        assert_eq!(r[1], None, "attempts exhausted");
+        assert_eq!(group_retry(&[1, 1], true, &s, now, 0.5), vec![None, None]);
     }
 
     #[test]

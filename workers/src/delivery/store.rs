@@ -9,6 +9,7 @@ use taskflow_infra::feed::{self, FeedEntry};
 use taskflow_infra::webhook::NOTIFY_CHANNEL;
 use uuid::Uuid;
 
+use super::email::PlannedEmail;
 use super::plan::WebhookMessage;
 
 /// Plans `message` for every enabled endpoint of `user_id`, inside the caller's transaction.
@@ -54,11 +55,50 @@ pub async fn plan(
     Ok(planned)
 }
 
+/// Plans the reminder mail `email` to the address of `user_id`, inside the caller's
+/// transaction: one `email` delivery, unique per (address, event), sent from
+/// `email.not_before` (now when `None`). Returns how many deliveries are new (0 for a
+/// redelivered event, or a user without an address).
+pub async fn plan_email(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    event_id: Uuid,
+    email: &PlannedEmail,
+) -> Result<u64, sqlx::Error> {
+    let payload =
+        serde_json::to_string(&email.payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let planned = sqlx::query(
+        "INSERT INTO deliveries (id, user_id, channel, target, endpoint_id, event_id, kind, payload, next_attempt_at) \
+         SELECT $1, u.id, 'email', u.email, NULL, $2, $3, $4, coalesce($5, now()) \
+         FROM users u WHERE u.id = $6 AND u.email <> '' \
+         ON CONFLICT (channel, target, event_id) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event_id)
+    .bind(super::email::KIND)
+    .bind(payload)
+    .bind(email.not_before)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if planned > 0 {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(planned)
+}
+
 /// A claimed delivery with what sending it needs.
 #[derive(Debug, Clone, FromRow)]
 pub struct Claimed {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The endpoint id (webhook) or the address (email).
     pub target: String,
     pub endpoint_id: Option<Uuid>,
     pub kind: String,
@@ -69,59 +109,86 @@ pub struct Claimed {
     pub secret: Option<String>,
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<DateTime<Utc>>,
-    /// The endpoint is enabled and not deleted.
+    /// The endpoint is enabled and not deleted (always true for email).
     pub live: bool,
 }
 
-/// Claims due deliveries, each leased for `lease`: per target at most `per_target` minus
-/// what this process has in flight for it (`targets[i]` has `used[i]`), at most `limit` in
-/// all. Concurrent claimers never get the same row: the UPDATE re-checks the lease on the
-/// row it locks.
+/// What a claim may take.
+#[derive(Debug, Clone)]
+pub struct ClaimLimits {
+    /// Deliveries (webhook) or mails (email) in flight per target.
+    pub per_target: i64,
+    /// Rows in all.
+    pub limit: i64,
+    /// Most email rows of one address in one claim: they become one digest mail.
+    pub digest_max: i64,
+    /// The channels this sender delivers (email only when SMTP is configured).
+    pub channels: Vec<String>,
+    pub lease: Duration,
+}
+
+/// Claims due deliveries of `limits.channels`, each leased for `limits.lease`. Webhooks:
+/// per target at most `per_target` minus what this process has in flight for it
+/// (`targets[i]` has `used[i]`). Email: every due row of an address with a free slot, up
+/// to `digest_max`, so rows due together are claimed (and mailed) together. At most
+/// `limit` rows in all. Concurrent claimers never get the same row: the UPDATE re-checks
+/// the lease on the row it locks.
 pub async fn claim_with(
     pool: &PgPool,
     targets: &[String],
     used: &[i32],
-    per_target: i64,
-    limit: i64,
-    lease: Duration,
+    limits: &ClaimLimits,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH busy AS ( \
              SELECT * FROM unnest($1::text[], $2::int[]) AS b(target, used) \
          ), ranked AS ( \
-             SELECT d.id, d.target, \
-                    row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS rn \
+             SELECT d.id, d.target, d.channel, d.endpoint_id, \
+                    row_number() OVER (PARTITION BY d.channel, d.target ORDER BY d.next_attempt_at, d.id) AS rn \
              FROM deliveries d \
              WHERE d.state = 'pending' AND d.next_attempt_at <= now() \
                AND (d.leased_until IS NULL OR d.leased_until < now()) \
+               AND d.channel = ANY($6) \
          ), picked AS ( \
-             SELECT r.id FROM ranked r LEFT JOIN busy b ON b.target = r.target \
-             WHERE r.rn <= $3 - coalesce(b.used, 0) LIMIT $4 \
+             SELECT r.id, r.endpoint_id FROM ranked r LEFT JOIN busy b ON b.target = r.target \
+             WHERE CASE WHEN r.channel = 'email' \
+                        THEN coalesce(b.used, 0) < $3 AND r.rn <= $7 \
+                        ELSE r.rn <= $3 - coalesce(b.used, 0) END \
+             ORDER BY r.rn LIMIT $4 \
          ) \
          UPDATE deliveries d \
          SET leased_until = now() + make_interval(secs => $5), attempts = d.attempts + 1 \
-         FROM picked, webhook_endpoints e \
-         WHERE d.id = picked.id AND e.id = d.endpoint_id AND d.state = 'pending' \
+         FROM picked LEFT JOIN webhook_endpoints e ON e.id = picked.endpoint_id \
+         WHERE d.id = picked.id AND d.state = 'pending' \
            AND (d.leased_until IS NULL OR d.leased_until < now()) \
-         RETURNING d.id, d.user_id, d.target, d.endpoint_id, d.kind, d.payload, d.attempts, \
+         RETURNING d.id, d.user_id, d.channel, d.target, d.endpoint_id, d.kind, d.payload, d.attempts, \
                    e.url, e.secret, e.previous_secret, e.previous_secret_until, \
-                   (e.enabled AND e.deleted_at IS NULL) AS live",
+                   CASE WHEN d.channel = 'webhook' \
+                        THEN coalesce(e.enabled AND e.deleted_at IS NULL, false) \
+                        ELSE true END AS live",
     )
     .bind(targets)
     .bind(used)
-    .bind(per_target)
-    .bind(limit)
-    .bind(lease.as_secs_f64())
+    .bind(limits.per_target)
+    .bind(limits.limit)
+    .bind(limits.lease.as_secs_f64())
+    .bind(&limits.channels)
+    .bind(limits.digest_max)
     .fetch_all(pool)
     .await
 }
 
 /// The earliest instant a pending delivery becomes claimable (due, lease expired).
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+/// Only `channels` count: rows of a channel this sender does not deliver must not wake it.
+pub async fn next_due(
+    pool: &PgPool,
+    channels: &[String],
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) \
-         FROM deliveries WHERE state = 'pending'",
+         FROM deliveries WHERE state = 'pending' AND channel = ANY($1)",
     )
+    .bind(channels)
     .fetch_one(pool)
     .await
 }

@@ -6,7 +6,7 @@ use taskflow_infra::feed::{self, FeedEntry};
 
 use super::Notification;
 use crate::db::{classify, ErrorClass};
-use crate::delivery::{self, plan::WebhookMessage};
+use crate::delivery::{self, email::PlannedEmail, plan::WebhookMessage};
 
 #[derive(Debug, thiserror::Error)]
 #[error("notifier store ({class:?}): {source}")]
@@ -45,12 +45,13 @@ impl NotifierStore {
     }
 
     /// Appends `entry`, inserts `notification` (if any) and plans the webhook deliveries
-    /// of `webhook` in one transaction.
+    /// of `webhook` and the mail `email` (if any) in one transaction.
     pub async fn apply(
         &self,
         entry: &FeedEntry,
         notification: Option<&Notification>,
         webhook: &WebhookMessage,
+        email: Option<&PlannedEmail>,
     ) -> Result<Applied, NotifierStoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(seq) = feed::append(&mut tx, entry).await? else {
@@ -77,6 +78,9 @@ impl NotifierStore {
             .await?;
         }
         delivery::store::plan(&mut tx, entry.user_id, entry.event_id, webhook).await?;
+        if let Some(email) = email {
+            delivery::store::plan_email(&mut tx, entry.user_id, entry.event_id, email).await?;
+        }
         tx.commit().await?;
         Ok(Applied::Appended { seq })
     }
