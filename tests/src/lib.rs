@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod db;
+pub mod email;
 pub mod events;
 pub mod mcp;
 pub mod metrics;
