@@ -416,3 +416,50 @@ async fn mails_released_together_arrive_as_one_digest() {
     n.stop().await;
     s.stop().await;
 }
+
+/// The shipped binary refuses an incomplete SMTP configuration at start-up, naming the
+/// variable, before it connects anywhere (no database or broker is given here).
+#[test]
+fn the_notifier_binary_names_a_bad_smtp_setting_at_start_up() {
+    let bin = taskflow_tests::worker::binary("taskflow-notifier");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("TASKFLOW_SMTP_HOST", "smtp.example.com")],
+            "TASKFLOW_SMTP_FROM is required when TASKFLOW_SMTP_HOST is set",
+        ),
+        (
+            &[
+                ("TASKFLOW_SMTP_HOST", "smtp.example.com"),
+                ("TASKFLOW_SMTP_FROM", "not an address"),
+            ],
+            "TASKFLOW_SMTP_FROM=\"not an address\" is invalid",
+        ),
+        (
+            &[
+                ("TASKFLOW_SMTP_HOST", "smtp.example.com"),
+                ("TASKFLOW_SMTP_FROM", FROM),
+                ("TASKFLOW_SMTP_USERNAME", "mailer"),
+            ],
+            "TASKFLOW_SMTP_PASSWORD is required when TASKFLOW_SMTP_USERNAME is set",
+        ),
+        (
+            &[
+                ("TASKFLOW_SMTP_HOST", "smtp.example.com"),
+                ("TASKFLOW_SMTP_FROM", FROM),
+                ("TASKFLOW_SMTP_TLS", "ssl"),
+            ],
+            "TASKFLOW_SMTP_TLS=\"ssl\" is invalid",
+        ),
+    ];
+    for (vars, want) in cases {
+        let out = std::process::Command::new(&bin)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run taskflow-notifier (cargo build --workspace --bins first)");
+        assert!(!out.status.success(), "{vars:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{vars:?}: {stderr}");
+    }
+}

@@ -15,8 +15,10 @@ use taskflow_workers::runtime::readiness;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let process = Process::start(9095).await?;
+    // Settings first: a configuration error (e.g. TASKFLOW_SMTP_HOST without
+    // TASKFLOW_SMTP_FROM) stops the start-up before anything connects.
     let settings = NotifierSettings::from_env()?;
+    let process = Process::start(9095).await?;
     let worker = notifier::spawn_notifier(
         settings,
         process.pool.clone(),
