@@ -1,12 +1,14 @@
 """A real SMTP server for Taskflow's tests: `aiosmtpd` (PyPI), recording every message.
 
 Environment:
-  REFUSE_FIRST  answer `451 4.3.0 Try again later` to this many messages first (default 0)
+  REFUSE_FIRST  refuse this many messages first (default 0)
+  REFUSE_WITH   the refusal: `451 4.3.0 Try again later` (default) or e.g.
+                `550 5.1.1 No such user`
 
 Prints `PORT <n>` once listening on 127.0.0.1, then one JSON line per message received:
   {"status", "mail_from", "rcpt_tos", "from", "to", "subject", "message_id",
    "parts": [{"content_type", "body"}, ...]}
-`status` is the reply the server gave (451 or 250); only 250 means the mail was accepted.
+`status` is the reply code the server gave; only 250 means the mail was accepted.
 """
 
 import asyncio
@@ -18,7 +20,11 @@ import sys
 
 from aiosmtpd.smtp import SMTP
 
-state = {"refuse_first": int(os.environ.get("REFUSE_FIRST", "0")), "seen": 0}
+state = {
+    "refuse_first": int(os.environ.get("REFUSE_FIRST", "0")),
+    "refuse_with": os.environ.get("REFUSE_WITH", "451 4.3.0 Try again later"),
+    "seen": 0,
+}
 
 
 def emit(record):
@@ -40,7 +46,7 @@ class Handler:
             )
         emit(
             {
-                "status": 451 if refuse else 250,
+                "status": int(state["refuse_with"][:3]) if refuse else 250,
                 "mail_from": envelope.mail_from,
                 "rcpt_tos": envelope.rcpt_tos,
                 "from": str(msg["From"]),
@@ -52,7 +58,7 @@ class Handler:
             }
         )
         if refuse:
-            return "451 4.3.0 Try again later"
+            return state["refuse_with"]
         return "250 OK"
 
 

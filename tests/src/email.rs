@@ -34,11 +34,18 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts a server that answers 451 to the first `refuse_first` messages, 250 after.
     pub async fn start(refuse_first: usize) -> Self {
+        Self::refusing(refuse_first, "451 4.3.0 Try again later").await
+    }
+
+    /// Starts a server that answers `reply` (e.g. `550 5.1.1 No such user`) to the first
+    /// `refuse_first` messages, 250 after.
+    pub async fn refusing(refuse_first: usize, reply: &str) -> Self {
         let python = python_with_aiosmtpd();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("email/smtp_server.py");
         let mut child = Command::new(python)
             .arg(script)
             .env("REFUSE_FIRST", refuse_first.to_string())
+            .env("REFUSE_WITH", reply)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -209,6 +209,29 @@ async fn wait_log(
     }
 }
 
+/// Plans a reminder mail for `user` as the notifier does, held until `not_before`.
+async fn plan(pool: &PgPool, user: Uuid, title: &str, not_before: Option<DateTime<Utc>>) {
+    let mut r = match examples::example(EventType::ReminderDue) {
+        Event::ReminderDue(r) => r,
+        _ => unreachable!(),
+    };
+    r.title = title.to_owned();
+    let mut tx = pool.begin().await.unwrap();
+    let planned = store::plan_email(
+        &mut tx,
+        user,
+        Uuid::now_v7(),
+        &PlannedEmail {
+            payload: reminder_email(&r).unwrap(),
+            not_before,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(planned, 1);
+    tx.commit().await.unwrap();
+}
+
 fn part<'a>(mail: &'a Value, content_type: &str) -> &'a str {
     mail["parts"]
         .as_array()
@@ -332,29 +355,8 @@ async fn mails_released_together_arrive_as_one_digest() {
     // Two reminders held (as quiet hours will hold them): planned with a `not_before` an
     // hour away, through the same function the notifier plans with.
     let held = Utc::now() + ChronoDuration::hours(1);
-    let mut ids = Vec::new();
     for title in ["Water the plants", "Call <mum>"] {
-        let mut r = match examples::example(EventType::ReminderDue) {
-            Event::ReminderDue(r) => r,
-            _ => unreachable!(),
-        };
-        r.title = title.to_owned();
-        let event_id = Uuid::now_v7();
-        let mut tx = s.sys.db.pool.begin().await.unwrap();
-        let planned = store::plan_email(
-            &mut tx,
-            user,
-            event_id,
-            &PlannedEmail {
-                payload: reminder_email(&r).unwrap(),
-                not_before: Some(held),
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(planned, 1);
-        tx.commit().await.unwrap();
-        ids.push(event_id);
+        plan(&s.sys.db.pool, user, title, Some(held)).await;
     }
     // Held: nothing is sent meanwhile (a short window).
     assert!(smtp.next(Duration::from_secs(2)).await.is_none());
@@ -410,6 +412,37 @@ async fn mails_released_together_arrive_as_one_digest() {
             &n.registry,
             "taskflow_email_attempts_total",
             ("kind", "digest")
+        ),
+        1.0
+    );
+    n.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_fails_the_delivery_at_once() {
+    let mut smtp = SmtpServer::refusing(1, "550 5.1.1 No such user").await;
+    let s = setup(smtp.port).await;
+    let n = s.notifier(&s.group);
+    let (_token, user, address) = s.user().await;
+    plan(&s.sys.db.pool, user, "Nobody reads this", None).await;
+
+    let refused = smtp.next(WAIT).await.expect("an attempt");
+    assert_eq!(refused["status"], 550, "{refused}");
+    let l = wait_log(&s.sys.db.pool, &address, |l| {
+        l.len() == 1 && l[0].0 == "failed"
+    })
+    .await;
+    assert_eq!(l[0].1, [(1, Some(550), false)], "one attempt, not retried");
+    assert!(
+        smtp.next(Duration::from_secs(2)).await.is_none(),
+        "no retry"
+    );
+    assert_eq!(
+        counter(
+            &n.registry,
+            "taskflow_email_deliveries_total",
+            ("outcome", "failed")
         ),
         1.0
     );
