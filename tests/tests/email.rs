@@ -23,7 +23,7 @@ use taskflow_tests::{
     system::TestSystem,
     unique,
 };
-use taskflow_workers::delivery::email::{reminder_email, EmailSettings, PlannedEmail};
+use taskflow_workers::delivery::email::{self, reminder_email, EmailSettings, PlannedEmail};
 use taskflow_workers::delivery::{store, DeliverySettings};
 use taskflow_workers::notifier::{self, NotifierSettings};
 use taskflow_workers::reminders::{self, ReminderSettings};
@@ -445,6 +445,63 @@ async fn a_permanent_refusal_fails_the_delivery_at_once() {
             ("outcome", "failed")
         ),
         1.0
+    );
+    n.stop().await;
+    s.stop().await;
+}
+
+/// The documented window: a sender that dies after the server accepted the mail and before
+/// recording it. Its lease runs out, another sender sends the row again, and both mails
+/// carry the same Message-ID (so a client can drop the second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_sent_by_a_sender_that_died_is_resent_after_its_lease_with_the_same_message_id() {
+    let mut smtp = SmtpServer::start(0).await;
+    let s = setup(smtp.port).await;
+    let (_token, user, address) = s.user().await;
+    plan(&s.sys.db.pool, user, "Sent twice, deduplicated", None).await;
+
+    // The "dying" sender: claims with a 1 s lease, sends, never records.
+    let settings = delivery(smtp.port).email.unwrap();
+    let limits = store::ClaimLimits {
+        per_target: 4,
+        limit: 10,
+        digest_max: 50,
+        channels: vec!["email".to_owned()],
+        lease: Duration::from_secs(1),
+    };
+    let claimed = store::claim_with(&s.sys.db.pool, &[], &[], &limits)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let payload = serde_json::from_str(&claimed[0].payload).unwrap();
+    let transport = email::transport(&settings).unwrap();
+    let sent = email::send(
+        &transport,
+        &settings,
+        &address,
+        &[claimed[0].id],
+        &[payload],
+    )
+    .await;
+    assert!(sent.attempt.succeeded, "{sent:?}");
+    let first = smtp.next(WAIT).await.expect("the first mail");
+
+    // A live notifier takes the row over once the lease ran out.
+    let n = s.notifier(&s.group);
+    let second = smtp.next(WAIT).await.expect("the resend");
+    assert_eq!(first["message_id"], second["message_id"]);
+    let l = wait_log(&s.sys.db.pool, &address, |l| {
+        l.len() == 1 && l[0].0 == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        l[0].1,
+        [(2, Some(250), true)],
+        "the claim counted the lost attempt"
+    );
+    assert!(
+        smtp.next(Duration::from_secs(2)).await.is_none(),
+        "no third mail"
     );
     n.stop().await;
     s.stop().await;
