@@ -389,6 +389,10 @@ async fn mails_released_together_arrive_as_one_digest() {
         "{html}"
     );
     assert!(
+        text.find("Water the plants") < text.find("Call <mum>"),
+        "in the order they were planned: {text}"
+    );
+    assert!(
         mail["message_id"].as_str().unwrap().starts_with("<digest."),
         "{mail}"
     );

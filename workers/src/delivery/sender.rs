@@ -337,7 +337,10 @@ async fn run(
         for d in mails {
             by_address.entry(d.target.clone()).or_default().push(d);
         }
-        for (address, group) in by_address {
+        for (address, mut group) in by_address {
+            // Oldest first (ids are UUIDv7): the same group always lists its reminders in
+            // the same order.
+            group.sort_by_key(|d| d.id);
             let Some(smtp) = smtp.clone() else {
                 // Not claimable without SMTP (the claim filters by channel).
                 continue;
