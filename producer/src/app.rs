@@ -32,7 +32,7 @@ use crate::{
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
-    tokens, webhooks,
+    preferences, tokens, webhooks,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/webhooks/{id}/deliveries",
             get(webhooks::handlers::list_deliveries),
+        )
+        .route(
+            "/preferences",
+            get(preferences::get_preferences).put(preferences::put_preferences),
         )
         .route("/notifications", get(inbox::handlers::list_notifications))
         .route(
