@@ -173,7 +173,10 @@ pub fn parse(body: &Value) -> Result<Preferences, Vec<Invalid>> {
         None | Some(Value::Null) => {}
         Some(Value::String(name)) => match name.parse::<chrono_tz::Tz>() {
             Ok(tz) => prefs.time_zone = tz,
-            Err(_) => errors.push(invalid("time_zone", "must be an IANA zone, e.g. Europe/Berlin")),
+            Err(_) => errors.push(invalid(
+                "time_zone",
+                "must be an IANA zone, e.g. Europe/Berlin",
+            )),
         },
         Some(_) => errors.push(invalid("time_zone", "must be a string")),
     }
@@ -275,7 +278,11 @@ pub fn from_row(
         for (kind, list) in map {
             let chosen: Vec<Channel> = list
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().and_then(Channel::parse)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().and_then(Channel::parse))
+                        .collect()
+                })
                 .unwrap_or_default();
             prefs.channels.insert(kind.clone(), chosen);
         }
@@ -313,7 +320,10 @@ mod tests {
         let shown = p.to_json();
         assert_eq!(shown["time_zone"], "UTC");
         assert_eq!(shown["quiet_hours"], Value::Null);
-        assert_eq!(shown["channels"]["task.updated"], json!(["live", "webhook"]));
+        assert_eq!(
+            shown["channels"]["task.updated"],
+            json!(["live", "webhook"])
+        );
     }
 
     #[test]
@@ -332,10 +342,18 @@ mod tests {
                 end: NaiveTime::from_hms_opt(7, 0, 30).unwrap(),
             })
         );
-        assert_eq!(p.channels_for("task.created"), [Channel::Inbox, Channel::Live]);
+        assert_eq!(
+            p.channels_for("task.created"),
+            [Channel::Inbox, Channel::Live]
+        );
         assert!(p.channels_for("reminder.due").is_empty());
         let stored = channels_json(&p);
-        let back = from_row("America/New_York", p.quiet.map(|q| q.start), p.quiet.map(|q| q.end), &stored);
+        let back = from_row(
+            "America/New_York",
+            p.quiet.map(|q| q.start),
+            p.quiet.map(|q| q.end),
+            &stored,
+        );
         assert_eq!(back, p);
     }
 
@@ -368,7 +386,12 @@ mod tests {
 
     #[test]
     fn a_stored_row_that_no_longer_parses_falls_back() {
-        let p = from_row("Gone/Zone", None, None, &json!({"task.created": ["pager", "live"]}));
+        let p = from_row(
+            "Gone/Zone",
+            None,
+            None,
+            &json!({"task.created": ["pager", "live"]}),
+        );
         assert_eq!(p.time_zone, chrono_tz::UTC);
         assert_eq!(p.channels_for("task.created"), [Channel::Live]);
     }

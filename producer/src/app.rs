@@ -28,11 +28,11 @@ use crate::{
     feed::{self, credential::StreamTokenKeys, hub::FeedHub, FeedState},
     inbox,
     metrics::{self, HttpMetrics, StreamMetrics},
-    middleware as mw, openapi,
+    middleware as mw, openapi, preferences,
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
-    preferences, tokens, webhooks,
+    tokens, webhooks,
 };
 
 #[derive(Debug, thiserror::Error)]

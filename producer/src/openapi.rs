@@ -29,9 +29,9 @@ use utoipa::{
 };
 
 use crate::{
-    audit, auth, extract, feed, inbox, problem,
+    audit, auth, extract, feed, inbox, preferences, problem,
     tasks::{self, validate},
-    preferences, tokens, webhooks,
+    tokens, webhooks,
 };
 
 #[derive(OpenApi)]

@@ -12,7 +12,11 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
     let app = spawn_app().await;
     let (_, token) = app.new_user().await;
     let get = || async {
-        let r = app.req(Method::GET, "/preferences", &token).send().await.unwrap();
+        let r = app
+            .req(Method::GET, "/preferences", &token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.json::<Value>().await.unwrap()
     };
@@ -23,7 +27,10 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
         defaults["channels"]["reminder.due"],
         json!(["inbox", "live", "webhook", "email"])
     );
-    assert_eq!(defaults["channels"]["task.created"], json!(["live", "webhook"]));
+    assert_eq!(
+        defaults["channels"]["task.created"],
+        json!(["live", "webhook"])
+    );
 
     let r = app
         .req(Method::PUT, "/preferences", &token)
@@ -43,7 +50,10 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
         json!({"start": "22:00:00", "end": "07:00:00"})
     );
     assert_eq!(stored["channels"]["task.created"], json!(["inbox", "live"]));
-    assert_eq!(stored["channels"]["task.updated"], json!(["live", "webhook"]));
+    assert_eq!(
+        stored["channels"]["task.updated"],
+        json!(["live", "webhook"])
+    );
 
     // A whole replacement: what is absent returns to its default.
     let r = app
@@ -55,7 +65,10 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
     assert_eq!(r.status(), StatusCode::OK);
     let stored = get().await;
     assert_eq!(stored["quiet_hours"], Value::Null);
-    assert_eq!(stored["channels"]["task.created"], json!(["live", "webhook"]));
+    assert_eq!(
+        stored["channels"]["task.created"],
+        json!(["live", "webhook"])
+    );
 
     let r = app
         .req(Method::PUT, "/preferences", &token)
@@ -75,7 +88,10 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     fields.sort_unstable();
-    assert_eq!(fields, ["channels.task.created[0]", "quiet_hours", "time_zone"]);
+    assert_eq!(
+        fields,
+        ["channels.task.created[0]", "quiet_hours", "time_zone"]
+    );
     assert_eq!(get().await["time_zone"], "Asia/Tokyo", "nothing stored");
 }
 
@@ -91,7 +107,11 @@ async fn a_personal_access_token_reads_but_cannot_change_them() {
         .unwrap();
     let pat: Value = r.json().await.unwrap();
     let pat = pat["token"].as_str().unwrap();
-    let r = app.req(Method::GET, "/preferences", pat).send().await.unwrap();
+    let r = app
+        .req(Method::GET, "/preferences", pat)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = app
         .req(Method::PUT, "/preferences", pat)

@@ -121,14 +121,18 @@ async fn load_preferences(
     tx: &mut PgConnection,
     user_id: Uuid,
 ) -> Result<Preferences, sqlx::Error> {
-    let row: Option<(String, Option<NaiveTime>, Option<NaiveTime>, serde_json::Value)> =
-        sqlx::query_as(
-            "SELECT time_zone, quiet_start, quiet_end, channels \
+    let row: Option<(
+        String,
+        Option<NaiveTime>,
+        Option<NaiveTime>,
+        serde_json::Value,
+    )> = sqlx::query_as(
+        "SELECT time_zone, quiet_start, quiet_end, channels \
              FROM notification_preferences WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     Ok(row
         .map(|(tz, start, end, channels)| preferences::from_row(&tz, start, end, &channels))
         .unwrap_or_default())
