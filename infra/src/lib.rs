@@ -13,6 +13,7 @@ pub mod db;
 pub mod feed;
 pub mod notify;
 pub mod outbox;
+pub mod preferences;
 pub mod registration;
 pub mod shutdown;
 pub mod telemetry;

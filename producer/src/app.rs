@@ -28,7 +28,7 @@ use crate::{
     feed::{self, credential::StreamTokenKeys, hub::FeedHub, FeedState},
     inbox,
     metrics::{self, HttpMetrics, StreamMetrics},
-    middleware as mw, openapi,
+    middleware as mw, openapi, preferences,
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
@@ -138,6 +138,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/webhooks/{id}/deliveries",
             get(webhooks::handlers::list_deliveries),
+        )
+        .route(
+            "/preferences",
+            get(preferences::get_preferences).put(preferences::put_preferences),
         )
         .route("/notifications", get(inbox::handlers::list_notifications))
         .route(

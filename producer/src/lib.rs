@@ -21,6 +21,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod preferences;
 pub mod problem;
 pub mod ratelimit;
 pub mod tasks;

@@ -29,7 +29,7 @@ use utoipa::{
 };
 
 use crate::{
-    audit, auth, extract, feed, inbox, problem,
+    audit, auth, extract, feed, inbox, preferences, problem,
     tasks::{self, validate},
     tokens, webhooks,
 };
@@ -60,6 +60,8 @@ use crate::{
         inbox::handlers::unread_count,
         inbox::handlers::mark_read,
         inbox::handlers::mark_all_read,
+        preferences::get_preferences,
+        preferences::put_preferences,
         webhooks::handlers::create_endpoint,
         webhooks::handlers::list_endpoints,
         webhooks::handlers::delete_endpoint,
@@ -91,6 +93,7 @@ use crate::{
         inbox::model::NotificationPage,
         inbox::model::UnreadCount,
         inbox::model::ReadAllResponse,
+        preferences::PreferencesBody,
         webhooks::model::WebhookEndpoint,
         webhooks::model::CreatedWebhookEndpoint,
         webhooks::model::WebhookEndpointList,
@@ -105,6 +108,7 @@ use crate::{
          (name = "tokens", description = "Personal access tokens: long-lived, scoped bearer tokens for scripts and assistants"),
          (name = "feed", description = "The caller's feed, live (Server-Sent Events): every change to their tasks and notifications, in one order"),
          (name = "inbox", description = "Notifications and their read state, the same on every device"),
+         (name = "preferences", description = "Where notifications go, the caller's zone and quiet hours"),
          (name = "webhooks", description = "Endpoints that receive the caller's events, signed per the Standard Webhooks specification, with the delivery log"))
 )]
 pub struct ApiDoc;
@@ -339,6 +343,33 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                             "example": "https://hooks.example.com/taskflow"},
                     "description": {"type": ["string", "null"], "maxLength": webhooks::model::DESCRIPTION_MAX_CHARS,
                                     "example": "home automation"},
+                },
+            }),
+        ),
+        (
+            "PreferencesRequest",
+            json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "time_zone": {"type": ["string", "null"], "description": "IANA zone; default UTC.",
+                                  "example": "Europe/Berlin"},
+                    "quiet_hours": {
+                        "type": ["object", "null"], "additionalProperties": false,
+                        "required": ["start", "end"],
+                        "properties": {
+                            "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"},
+                            "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"},
+                        },
+                        "example": {"start": "22:00", "end": "07:00"},
+                    },
+                    "channels": {
+                        "type": ["object", "null"], "additionalProperties": false,
+                        "properties": taskflow_infra::preferences::KINDS.iter().map(|k| {
+                            ((*k).to_owned(), json!({"type": "array", "items": {"type": "string",
+                                "enum": ["inbox", "live", "webhook", "email"]}}))
+                        }).collect::<serde_json::Map<String, Value>>(),
+                        "example": {"task.created": ["live", "webhook"], "reminder.due": ["inbox", "live", "email"]},
+                    },
                 },
             }),
         ),
@@ -623,6 +654,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/tasks/{id}", "patch") => Some("PatchTaskRequest"),
         ("/tokens", "post") => Some("CreateAccessTokenRequest"),
         ("/webhooks", "post") => Some("CreateWebhookRequest"),
+        ("/preferences", "put") => Some("PreferencesRequest"),
         ("/webhooks/{id}/rotate-secret", "post") => Some("RotateSecretRequest"),
         ("/tasks/{id}/reminders/{rid}/snooze", "post") => Some("SnoozeRequest"),
         _ => None,

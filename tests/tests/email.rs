@@ -346,35 +346,66 @@ async fn a_reminder_is_mailed_once_through_a_refusal_a_restart_and_a_redelivery(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mails_released_together_arrive_as_one_digest() {
+async fn reminders_held_in_quiet_hours_arrive_as_one_digest_at_the_windows_end() {
     let mut smtp = SmtpServer::start(0).await;
     let s = setup(smtp.port).await;
     let n = s.notifier(&s.group);
-    let (_token, user, address) = s.user().await;
-
-    // Two reminders held (as quiet hours will hold them): planned with a `not_before` an
-    // hour away, through the same function the notifier plans with.
-    let held = Utc::now() + ChronoDuration::hours(1);
-    for title in ["Water the plants", "Call <mum>"] {
-        plan(&s.sys.db.pool, user, title, Some(held)).await;
+    let (token, _user, address) = s.user().await;
+    // Quiet hours in a zone with daylight saving time: began an hour ago, end in 12 s.
+    let zone = chrono_tz::Europe::Berlin;
+    let now = Utc::now().trunc_subsecs(0);
+    let end = now + ChronoDuration::seconds(12);
+    let local = |t: DateTime<Utc>| t.with_timezone(&zone).format("%H:%M:%S").to_string();
+    let (status, body) = s
+        .sys
+        .call(
+            &token,
+            Method::PUT,
+            "/preferences",
+            Some(json!({"time_zone": "Europe/Berlin",
+                        "quiet_hours": {"start": local(now - ChronoDuration::hours(1)), "end": local(end)}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Two reminders that fire inside the window, a second apart.
+    for (title, secs) in [("Water the plants", 2), ("Call <mum>", 3)] {
+        let at = (Utc::now() + ChronoDuration::seconds(secs)).trunc_subsecs(3);
+        let (status, body) = s
+            .sys
+            .call(
+                &token,
+                Method::POST,
+                "/tasks",
+                Some(json!({"title": title, "reminders": [{"at": at.to_rfc3339()}]})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
     }
-    // Held: nothing is sent meanwhile (a short window).
-    assert!(smtp.next(Duration::from_secs(2)).await.is_none());
-
-    // The end of quiet hours: both become due at one instant.
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = now() WHERE channel = 'email' AND target = $1",
-    )
-    .bind(&address)
-    .execute(&s.sys.db.pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_notify('taskflow_deliveries', '')")
-        .execute(&s.sys.db.pool)
-        .await
-        .unwrap();
+    // Both planned, both held until the window's end.
+    let held: Vec<DateTime<Utc>> = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rows: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT next_attempt_at FROM deliveries WHERE channel = 'email' AND target = $1",
+            )
+            .bind(&address)
+            .fetch_all(&s.sys.db.pool)
+            .await
+            .unwrap();
+            if rows.len() == 2 {
+                break rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reminders never fired: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(held.iter().all(|t| *t == end), "held until {end}: {held:?}");
 
     let mail = smtp.next(WAIT).await.expect("the digest");
+    assert!(Utc::now() >= end, "not before the window's end");
     assert_eq!(mail["status"], 250, "{mail}");
     assert_eq!(mail["subject"], "2 reminders");
     assert_eq!(mail["to"], address.as_str());
@@ -385,12 +416,12 @@ async fn mails_released_together_arrive_as_one_digest() {
         "{text}"
     );
     assert!(
-        html.contains("Water the plants") && html.contains("Call &lt;mum&gt;"),
-        "{html}"
-    );
-    assert!(
         text.find("Water the plants") < text.find("Call <mum>"),
         "in the order they were planned: {text}"
+    );
+    assert!(
+        html.contains("Water the plants") && html.contains("Call &lt;mum&gt;"),
+        "{html}"
     );
     assert!(
         mail["message_id"].as_str().unwrap().starts_with("<digest."),
@@ -418,6 +449,47 @@ async fn mails_released_together_arrive_as_one_digest() {
             ("kind", "digest")
         ),
         1.0
+    );
+    n.stop().await;
+    s.stop().await;
+}
+
+/// A digest of rows made due together by hand (as an operator releasing held mail would),
+/// planned through the notifier's own planning function with a `not_before`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mails_released_together_by_hand_arrive_as_one_digest() {
+    let mut smtp = SmtpServer::start(0).await;
+    let s = setup(smtp.port).await;
+    let n = s.notifier(&s.group);
+    let (_token, user, address) = s.user().await;
+    let held = Utc::now() + ChronoDuration::hours(1);
+    for title in ["One", "Two", "Three"] {
+        plan(&s.sys.db.pool, user, title, Some(held)).await;
+    }
+    // Held: nothing is sent meanwhile (a short window).
+    assert!(smtp.next(Duration::from_secs(2)).await.is_none());
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE channel = 'email' AND target = $1",
+    )
+    .bind(&address)
+    .execute(&s.sys.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('taskflow_deliveries', '')")
+        .execute(&s.sys.db.pool)
+        .await
+        .unwrap();
+    let mail = smtp.next(WAIT).await.expect("the digest");
+    assert_eq!(mail["subject"], "3 reminders", "{mail}");
+    wait_log(&s.sys.db.pool, &address, |l| {
+        l.len() == 3
+            && l.iter()
+                .all(|(state, a)| state == "succeeded" && a.len() == 1)
+    })
+    .await;
+    assert!(
+        smtp.next(Duration::from_secs(2)).await.is_none(),
+        "one mail only"
     );
     n.stop().await;
     s.stop().await;

@@ -10,8 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use taskflow_infra::outbox::OutboxWaker;
 use taskflow_infra::webhook::target::TargetPolicy;
 use taskflow_schemas::topics;
 use taskflow_tests::{
@@ -22,6 +24,7 @@ use taskflow_tests::{
 };
 use taskflow_workers::delivery::DeliverySettings;
 use taskflow_workers::notifier::{self, NotifierSettings};
+use taskflow_workers::reminders::{self, ReminderSettings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,11 +34,17 @@ struct Setup {
     sys: TestSystem,
     stop: CancellationToken,
     notifier: Option<taskflow_workers::runtime::WorkerHandle>,
+    reminders: Option<reminders::RemindersWorker>,
 }
 
 /// The API and relay, and the notifier with `delivery` (private targets allowed unless the
 /// test says otherwise: the receivers listen on 127.0.0.1).
 async fn setup(delivery: DeliverySettings) -> Setup {
+    setup_with(delivery, false).await
+}
+
+/// [`setup`], with the reminders worker too when `reminders`.
+async fn setup_with(delivery: DeliverySettings, with_reminders: bool) -> Setup {
     let brokers = brokers();
     let topic = unique("webhooks-task-events");
     let reminders = unique("webhooks-reminders");
@@ -58,10 +67,32 @@ async fn setup(delivery: DeliverySettings) -> Setup {
         stop.clone(),
     )
     .unwrap();
+    let reminders = if with_reminders {
+        let group = unique("webhooks-reminders");
+        create_topic(&brokers, &topics::dlq(&group), 1).await;
+        let mut rs = ReminderSettings::new(&brokers, &group, &topic, &reminders);
+        rs.runtime
+            .consumer_overrides
+            .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
+        Some(
+            reminders::spawn_reminders_worker(
+                rs,
+                sys.db.pool.clone(),
+                OutboxWaker::new(sys.db.pool.clone()),
+                sys.codec.clone(),
+                &prometheus::Registry::new(),
+                stop.clone(),
+            )
+            .unwrap(),
+        )
+    } else {
+        None
+    };
     Setup {
         sys,
         stop,
         notifier: Some(notifier),
+        reminders,
     }
 }
 
@@ -147,6 +178,9 @@ impl Setup {
         self.stop.cancel();
         if let Some(n) = self.notifier.take() {
             n.join().await.unwrap();
+        }
+        if let Some(r) = self.reminders.take() {
+            r.join().await.unwrap();
         }
     }
 }
@@ -421,5 +455,111 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_owner_told() {
     assert_eq!(status, StatusCode::OK, "{enabled}");
     assert_eq!(enabled["enabled"], true);
     assert!(enabled["failing_since"].is_null());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_choose_the_channels_of_each_kind() {
+    let s = setup(fast()).await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let token = s.sys.user().await;
+    let (_, secret) = s.endpoint(&token, &receiver.url).await;
+    receiver.set_secret(&secret).await;
+    let (status, body) = s
+        .call(
+            &token,
+            Method::PUT,
+            "/preferences",
+            Some(json!({"channels": {"task.created": ["inbox"], "task.updated": ["live", "webhook"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let task = s.create_task(&token, "routed").await;
+    let (status, _) = s
+        .call(
+            &token,
+            Method::PATCH,
+            &format!("/tasks/{task}"),
+            Some(json!({"priority": "high"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Only the update reaches the webhook; it comes after the create was handled (one
+    // partition per task), so nothing for the create can still be on its way.
+    let r = receiver.next(WAIT).await.unwrap();
+    assert_eq!(r["type"], "task.updated");
+    assert!(receiver.next(Duration::from_secs(1)).await.is_none());
+    let (_, inbox) = s.call(&token, Method::GET, "/notifications", None).await;
+    let kinds: Vec<&str> = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["task_created"], "{inbox}");
+    let feed: Vec<String> = sqlx::query_scalar("SELECT kind FROM feed ORDER BY seq")
+        .fetch_all(&s.sys.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(feed, ["TaskUpdated"], "the create stayed off the feed");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_hold_webhooks_until_the_window_ends_but_an_urgent_reminder_goes_at_once() {
+    let s = setup_with(fast(), true).await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let token = s.sys.user().await;
+    let (_, secret) = s.endpoint(&token, &receiver.url).await;
+    receiver.set_secret(&secret).await;
+    // A zone with daylight saving time; the window began an hour ago and ends in 12 s.
+    let zone = chrono_tz::America::New_York;
+    let now = Utc::now().trunc_subsecs(0);
+    let end = now + ChronoDuration::seconds(12);
+    let local = |t: chrono::DateTime<Utc>| t.with_timezone(&zone).format("%H:%M:%S").to_string();
+    let (status, body) = s
+        .call(
+            &token,
+            Method::PUT,
+            "/preferences",
+            Some(json!({"time_zone": "America/New_York",
+                        "quiet_hours": {"start": local(now - ChronoDuration::hours(1)), "end": local(end)}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    s.create_task(&token, "ordinary one").await;
+    s.create_task(&token, "ordinary two").await;
+    let soon = (Utc::now() + ChronoDuration::seconds(2)).trunc_subsecs(3);
+    let (status, body) = s
+        .call(
+            &token,
+            Method::POST,
+            "/tasks",
+            Some(json!({"title": "the boiler", "priority": "urgent",
+                        "reminders": [{"at": soon.to_rfc3339()}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let first = receiver.next(WAIT).await.unwrap();
+    assert_eq!(
+        first["type"], "reminder.due",
+        "the urgent reminder first: {first}"
+    );
+    assert!(Utc::now() < end, "delivered inside the quiet hours");
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        let r = receiver.next(WAIT).await.expect("the held deliveries come");
+        held.push((r["type"].as_str().unwrap().to_owned(), Utc::now()));
+    }
+    for (kind, at) in &held {
+        assert_eq!(kind, "task.created");
+        assert!(*at >= end, "held until the window's end: {at} < {end}");
+    }
+    let spread = held[2].1 - held[0].1;
+    assert!(
+        spread < ChronoDuration::seconds(3),
+        "released together: {held:?}"
+    );
     s.stop().await;
 }

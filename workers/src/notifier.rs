@@ -28,8 +28,12 @@
 //! transaction, and sent by the sender that runs beside the consumer (see
 //! [`crate::delivery`] and [`crate::delivery::email`] for their guarantees).
 //!
-//! Not here yet: per-user preferences (which task events also become inbox notifications,
-//! quiet hours).
+//! The user's preferences (`taskflow_infra::preferences`) decide, per kind of event, which
+//! of the feed, the inbox, the webhooks and email it reaches, read in the same transaction.
+//! With the feed off for a kind, idempotency rests on the inbox's and the deliveries' own
+//! unique keys. Quiet hours hold the webhook and email deliveries planned inside them until
+//! the window ends (reminders of urgent tasks excepted); mails released together go out as
+//! one digest.
 
 pub mod store;
 
@@ -40,12 +44,12 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use sqlx::PgPool;
 use taskflow_infra::config::{env_or, ConfigError, KafkaSettings};
 use taskflow_infra::feed::{FeedEntry, FeedNotifier};
-use taskflow_schemas::{topics, Codec, Event};
+use taskflow_schemas::{topics, Codec, Event, EventType};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::delivery::{
-    email::{self, EmailError, PlannedEmail},
+    email::{self, EmailError, EmailPayload},
     plan::webhook_message,
     spawn_sender, DeliveryMetrics, DeliverySettings, SenderError,
 };
@@ -67,12 +71,13 @@ pub struct Notification {
     pub data: serde_json::Value,
 }
 
-/// What one event becomes: its feed entry and, for a reminder, a notification. Pure: the
-/// notification id is an input.
+/// What one event becomes: its feed entry and its inbox notification (a reminder always
+/// has one; a task event only reaches the inbox if its owner opted in, which the store
+/// decides). Pure: the notification id is an input.
 pub fn plan(
     event: &Event,
     notification_id: Uuid,
-) -> Result<(FeedEntry, Option<Notification>), serde_json::Error> {
+) -> Result<(FeedEntry, Notification), serde_json::Error> {
     let meta = event.metadata();
     let mut data = serde_json::to_value(event)?;
     let notification = match event {
@@ -85,13 +90,7 @@ pub fn plan(
                 ),
                 None => format!("Reminder: \"{}\"", r.title),
             };
-            if let Some(obj) = data.as_object_mut() {
-                obj.insert(
-                    "notification_id".into(),
-                    serde_json::Value::String(notification_id.hyphenated().to_string()),
-                );
-            }
-            Some(Notification {
+            Notification {
                 id: notification_id,
                 kind: "reminder_due",
                 title: r.title.clone(),
@@ -102,10 +101,37 @@ pub fn plan(
                     "due_at": r.due_at,
                     "reminder_key": r.reminder_key,
                 }),
-            })
+            }
         }
-        _ => None,
+        other => {
+            let (kind, verb) = match other.event_type() {
+                EventType::TaskCreated => ("task_created", "created"),
+                EventType::TaskUpdated => ("task_updated", "changed"),
+                EventType::TaskCompleted => ("task_completed", "completed"),
+                EventType::TaskReopened => ("task_reopened", "reopened"),
+                EventType::TaskDeleted => ("task_deleted", "deleted"),
+                EventType::ReminderSnoozed => ("reminder_snoozed", "snoozed"),
+                EventType::ReminderDue => ("reminder_due", "due"),
+            };
+            let title = other
+                .snapshot()
+                .map(|t| t.title.clone())
+                .unwrap_or_default();
+            Notification {
+                id: notification_id,
+                kind,
+                body: format!("\"{title}\" was {verb}"),
+                title,
+                data: serde_json::json!({"version": meta.version}),
+            }
+        }
     };
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert(
+            "notification_id".into(),
+            serde_json::Value::String(notification_id.hyphenated().to_string()),
+        );
+    }
     Ok((
         FeedEntry {
             user_id: meta.user_id,
@@ -148,14 +174,11 @@ pub struct NotifierHandler {
     email: bool,
 }
 
-/// The mail a reminder becomes, when the email channel is on. Pure.
-pub fn plan_email(event: &Event, email_on: bool) -> Result<Option<PlannedEmail>, EmailError> {
+/// The mail a reminder becomes, when the email channel is on (whether it is sent, and
+/// when, is the owner's preferences' call, in the store). Pure.
+pub fn plan_email(event: &Event, email_on: bool) -> Result<Option<EmailPayload>, EmailError> {
     match event {
-        Event::ReminderDue(r) if email_on => Ok(Some(PlannedEmail {
-            payload: email::reminder_email(r)?,
-            // Quiet hours will set this; until then the mail goes at once.
-            not_before: None,
-        })),
+        Event::ReminderDue(r) if email_on => Ok(Some(email::reminder_email(r)?)),
         _ => Ok(None),
     }
 }
@@ -170,7 +193,7 @@ impl Handler for NotifierHandler {
             .map_err(|e| HandlerError::Permanent(format!("reminder mail does not render: {e}")))?;
         let applied = self
             .store
-            .apply(&entry, notification.as_ref(), &webhook, mail.as_ref())
+            .apply(&entry, &notification, &webhook, mail.as_ref())
             .await?;
         let outcome = match applied {
             Applied::Appended { .. } => {
@@ -178,6 +201,7 @@ impl Handler for NotifierHandler {
                 "appended"
             }
             Applied::Duplicate => "duplicate",
+            Applied::NotInFeed => "not_in_feed",
         };
         self.metrics
             .appended
@@ -321,7 +345,7 @@ mod tests {
     use taskflow_schemas::{examples, EventType};
 
     #[test]
-    fn a_task_event_is_a_feed_entry_of_its_owner_and_no_notification() {
+    fn a_task_event_is_a_feed_entry_of_its_owner_and_an_inbox_candidate() {
         let e = examples::example(EventType::TaskUpdated);
         let (entry, note) = plan(&e, Uuid::now_v7()).unwrap();
         assert_eq!(entry.user_id, e.metadata().user_id);
@@ -330,7 +354,9 @@ mod tests {
         assert_eq!(entry.task_id, Some(e.metadata().task_id));
         assert_eq!(entry.data["type"], "TaskUpdated");
         assert_eq!(entry.data["event"]["metadata"]["version"], 2);
-        assert!(note.is_none());
+        assert_eq!(note.kind, "task_updated");
+        assert_eq!(note.title, e.snapshot().unwrap().title);
+        assert!(note.body.ends_with("was changed"), "{}", note.body);
     }
 
     #[test]
@@ -338,7 +364,6 @@ mod tests {
         let e = examples::example(EventType::ReminderDue);
         let id = Uuid::now_v7();
         let (entry, note) = plan(&e, id).unwrap();
-        let note = note.expect("a notification");
         assert_eq!(note.id, id);
         assert_eq!(note.kind, "reminder_due");
         assert_eq!(note.title, "Water the plants");

@@ -16,6 +16,7 @@ mod idempotency;
 mod inbox;
 mod list;
 mod observability;
+mod preferences;
 mod reminders;
 mod sse;
 mod tasks;

@@ -54,6 +54,10 @@
 //! concurrent streams on one `taskflow-api` process: its RSS and the push latency under load
 //! (see `bench/live.rs`).
 //!
+//! `webhooks [N] [ENDPOINTS]`: the webhook sender's deliveries/s over a backlog of N to a local
+//! receiver next to plain reqwest POSTs, and plan-commit -> receiver latency p50/p99 at 200
+//! events/s (see `bench/webhooks.rs`).
+//!
 //! The broker is `TASKFLOW_TEST_BROKERS`, or a tansu process started here.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -67,6 +71,8 @@ mod relay;
 mod reminders;
 #[path = "bench/rss.rs"]
 mod rss;
+#[path = "bench/webhooks.rs"]
+mod webhooks;
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
             let pending: usize = arg(2).map(str::parse).transpose()?.unwrap_or(1_000_000);
             let due: usize = arg(3).map(str::parse).transpose()?.unwrap_or(10_000);
             reminders::bench_reminders(&brokers, pending, due).await
+        }
+        "webhooks" => {
+            let n: usize = arg(2).map(str::parse).transpose()?.unwrap_or(20_000);
+            let endpoints: usize = arg(3).map(str::parse).transpose()?.unwrap_or(8);
+            webhooks::bench_webhooks(n, endpoints).await
         }
         "live" => {
             let secs: usize = arg(2).map(str::parse).transpose()?.unwrap_or(10);

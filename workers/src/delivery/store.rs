@@ -12,13 +12,15 @@ use uuid::Uuid;
 use super::email::PlannedEmail;
 use super::plan::WebhookMessage;
 
-/// Plans `message` for every enabled endpoint of `user_id`, inside the caller's transaction.
-/// Returns how many deliveries are new (a redelivered event plans none).
+/// Plans `message` for every enabled endpoint of `user_id`, inside the caller's transaction,
+/// first attempt at `not_before` (quiet hours) or at once. Returns how many deliveries are
+/// new (a redelivered event plans none).
 pub async fn plan(
     tx: &mut PgConnection,
     user_id: Uuid,
     event_id: Uuid,
     message: &WebhookMessage,
+    not_before: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
     let endpoints: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM webhook_endpoints \
@@ -30,8 +32,9 @@ pub async fn plan(
     let mut planned = 0;
     for endpoint in endpoints {
         planned += sqlx::query(
-            "INSERT INTO deliveries (id, user_id, channel, target, endpoint_id, event_id, kind, payload) \
-             VALUES ($1, $2, 'webhook', $3, $4, $5, $6, $7) \
+            "INSERT INTO deliveries (id, user_id, channel, target, endpoint_id, event_id, kind, \
+                 payload, next_attempt_at) \
+             VALUES ($1, $2, 'webhook', $3, $4, $5, $6, $7, coalesce($8, now())) \
              ON CONFLICT (channel, target, event_id) DO NOTHING",
         )
         .bind(Uuid::now_v7())
@@ -41,6 +44,7 @@ pub async fn plan(
         .bind(event_id)
         .bind(message.kind)
         .bind(&message.body)
+        .bind(not_before)
         .execute(&mut *tx)
         .await?
         .rows_affected();

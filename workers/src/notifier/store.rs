@@ -1,12 +1,21 @@
-//! The notifier's one transaction: the feed entry and, for a reminder, the notification. The
-//! reasoning is in the parent module's header.
+//! The notifier's one transaction: the feed entry, the inbox notification and the webhook
+//! deliveries, as the owner's preferences say. The reasoning is in the parent module's
+//! header.
 
-use sqlx::PgPool;
+use chrono::{NaiveTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use taskflow_infra::feed::{self, FeedEntry};
+use taskflow_infra::preferences::{self, Channel, Preferences};
+use uuid::Uuid;
 
 use super::Notification;
 use crate::db::{classify, ErrorClass};
-use crate::delivery::{self, email::PlannedEmail, plan::WebhookMessage};
+use crate::delivery::{
+    self,
+    email::{EmailPayload, PlannedEmail},
+    plan::WebhookMessage,
+    quiet::QuietHours,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("notifier store ({class:?}): {source}")]
@@ -33,6 +42,9 @@ pub enum Applied {
     },
     /// The user's feed already had this event (a redelivery): nothing written.
     Duplicate,
+    /// The user keeps this kind of event off their feed; the other channels were served
+    /// (idempotently, by their own unique keys).
+    NotInFeed,
 }
 
 pub struct NotifierStore {
@@ -44,21 +56,39 @@ impl NotifierStore {
         Self { pool }
     }
 
-    /// Appends `entry`, inserts `notification` (if any) and plans the webhook deliveries
-    /// of `webhook` and the mail `email` (if any) in one transaction.
+    /// In one transaction, as the owner's preferences say for this kind of event: appends
+    /// `entry` to the feed, inserts `notification` into the inbox, and plans the webhook
+    /// deliveries of `webhook` and the mail `email` (if the email channel is on), both
+    /// held until the end of quiet hours unless urgent.
     pub async fn apply(
         &self,
         entry: &FeedEntry,
-        notification: Option<&Notification>,
+        notification: &Notification,
         webhook: &WebhookMessage,
-        email: Option<&PlannedEmail>,
+        email: Option<&EmailPayload>,
     ) -> Result<Applied, NotifierStoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(seq) = feed::append(&mut tx, entry).await? else {
-            tx.rollback().await?;
-            return Ok(Applied::Duplicate);
+        let prefs = load_preferences(&mut tx, entry.user_id).await?;
+        let kind = webhook.kind;
+        let inbox = prefs.wants(kind, Channel::Inbox);
+        let applied = if prefs.wants(kind, Channel::Live) {
+            let mut entry = entry.clone();
+            if !inbox {
+                // The entry must not name a notification that does not exist.
+                if let Some(obj) = entry.data.as_object_mut() {
+                    obj.remove("notification_id");
+                }
+            }
+            let Some(seq) = feed::append(&mut tx, &entry).await? else {
+                tx.rollback().await?;
+                return Ok(Applied::Duplicate);
+            };
+            Applied::Appended { seq }
+        } else {
+            Applied::NotInFeed
         };
-        if let Some(n) = notification {
+        if inbox {
+            let n = notification;
             sqlx::query(
                 "INSERT INTO notifications (id, user_id, event_id, kind, task_id, title, body, \
                      data, created_at) \
@@ -77,11 +107,71 @@ impl NotifierStore {
             .execute(&mut *tx)
             .await?;
         }
-        delivery::store::plan(&mut tx, entry.user_id, entry.event_id, webhook).await?;
-        if let Some(email) = email {
-            delivery::store::plan_email(&mut tx, entry.user_id, entry.event_id, email).await?;
+        let webhook_on = prefs.wants(kind, Channel::Webhook);
+        let email = email.filter(|_| prefs.wants(kind, Channel::Email));
+        // The push channels wait for the end of quiet hours (one release instant for both).
+        let hold = match prefs.quiet {
+            Some(q)
+                if (webhook_on || email.is_some())
+                    && !urgent(&mut tx, kind, entry.task_id).await? =>
+            {
+                QuietHours {
+                    start: q.start,
+                    end: q.end,
+                    zone: prefs.time_zone,
+                }
+                .release_at(Utc::now())
+            }
+            _ => None,
+        };
+        if webhook_on {
+            delivery::store::plan(&mut tx, entry.user_id, entry.event_id, webhook, hold).await?;
+        }
+        if let Some(payload) = email {
+            let planned = PlannedEmail {
+                payload: payload.clone(),
+                not_before: hold,
+            };
+            delivery::store::plan_email(&mut tx, entry.user_id, entry.event_id, &planned).await?;
         }
         tx.commit().await?;
-        Ok(Applied::Appended { seq })
+        Ok(applied)
     }
+}
+
+async fn load_preferences(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Preferences, sqlx::Error> {
+    let row: Option<(
+        String,
+        Option<NaiveTime>,
+        Option<NaiveTime>,
+        serde_json::Value,
+    )> = sqlx::query_as(
+        "SELECT time_zone, quiet_start, quiet_end, channels \
+             FROM notification_preferences WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row
+        .map(|(tz, start, end, channels)| preferences::from_row(&tz, start, end, &channels))
+        .unwrap_or_default())
+}
+
+/// A reminder of an urgent task: delivered at once, even in quiet hours.
+async fn urgent(
+    tx: &mut PgConnection,
+    kind: &str,
+    task_id: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let (Some(task_id), "reminder.due") = (task_id, kind) else {
+        return Ok(false);
+    };
+    let priority: Option<String> = sqlx::query_scalar("SELECT priority FROM tasks WHERE id = $1")
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(priority.as_deref() == Some("urgent"))
 }
