@@ -174,7 +174,14 @@ impl Handler for NotifierHandler {
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
         let webhook = webhook_message(&msg.event)
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
-        let applied = self.store.apply(&entry, &notification, &webhook).await?;
+        let reminder = match &msg.event {
+            Event::ReminderDue(r) => r.reminder_id,
+            _ => None,
+        };
+        let applied = self
+            .store
+            .apply(&entry, &notification, &webhook, reminder)
+            .await?;
         let outcome = match applied {
             Applied::Appended { .. } => {
                 self.feed.notify(entry.user_id);
