@@ -79,8 +79,9 @@ pub struct Claimed {
 
 /// Claims due deliveries, each leased for `lease`: per target at most `per_target` minus
 /// what this process has in flight for it (`targets[i]` has `used[i]`), at most `limit` in
-/// all. Concurrent claimers never get the same row: the UPDATE re-checks the lease on the
-/// row it locks.
+/// all. Only the `window` earliest due rows of targets with a free slot are ranked, so a
+/// claim costs the same with a backlog of millions. Concurrent claimers never get the same
+/// row: the UPDATE re-checks the lease on the row it locks.
 pub async fn claim_with(
     pool: &PgPool,
     targets: &[String],
@@ -92,12 +93,17 @@ pub async fn claim_with(
     sqlx::query_as(
         "WITH busy AS ( \
              SELECT * FROM unnest($1::text[], $2::int[]) AS b(target, used) \
-         ), ranked AS ( \
-             SELECT d.id, d.target, \
-                    row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS rn \
-             FROM deliveries d \
+         ), due AS ( \
+             SELECT d.id, d.target, d.next_attempt_at FROM deliveries d \
              WHERE d.state = 'pending' AND d.next_attempt_at <= now() \
                AND (d.leased_until IS NULL OR d.leased_until < now()) \
+               AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.target = d.target AND b.used >= $3) \
+             ORDER BY d.next_attempt_at \
+             LIMIT $6 \
+         ), ranked AS ( \
+             SELECT id, target, \
+                    row_number() OVER (PARTITION BY target ORDER BY next_attempt_at, id) AS rn \
+             FROM due \
          ), picked AS ( \
              SELECT r.id FROM ranked r LEFT JOIN busy b ON b.target = r.target \
              WHERE r.rn <= $3 - coalesce(b.used, 0) LIMIT $4 \
@@ -116,15 +122,21 @@ pub async fn claim_with(
     .bind(per_target)
     .bind(limit)
     .bind(lease.as_secs_f64())
+    .bind(limit.saturating_mul(16))
     .fetch_all(pool)
     .await
 }
 
-/// The earliest instant a pending delivery becomes claimable (due, lease expired).
+/// The earliest instant a pending delivery becomes claimable: the first due one not leased,
+/// or the first lease to run out. Two index lookups, whatever the backlog.
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) \
-         FROM deliveries WHERE state = 'pending'",
+        "SELECT least( \
+             (SELECT next_attempt_at FROM deliveries \
+              WHERE state = 'pending' AND (leased_until IS NULL OR leased_until < now()) \
+              ORDER BY next_attempt_at LIMIT 1), \
+             (SELECT min(leased_until) FROM deliveries \
+              WHERE state = 'pending' AND leased_until IS NOT NULL))",
     )
     .fetch_one(pool)
     .await
