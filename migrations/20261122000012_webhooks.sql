@@ -50,7 +50,10 @@ CREATE TABLE deliveries (
     completed_at    TIMESTAMPTZ,
     UNIQUE (channel, target, event_id)
 );
+-- The senders' claim and wake-up read these in order, never the whole backlog.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_leased ON deliveries (leased_until)
+    WHERE state = 'pending' AND leased_until IS NOT NULL;
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint_id, created_at DESC);
 
 CREATE TABLE delivery_attempts (

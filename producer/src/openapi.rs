@@ -229,6 +229,13 @@ fn reminder_id() -> Value {
                Ignored on create."})
 }
 
+fn reminder_channels() -> Value {
+    json!({"type": ["array", "null"], "items": {"type": "string", "enum": ["inbox", "live", "webhook", "email"]},
+           "description": "Where this reminder goes instead of the owner's preferences for reminders; \
+               absent or null: the preferences.",
+           "example": ["inbox", "email"]})
+}
+
 fn snoozed_until() -> Value {
     json!({"type": ["string", "null"], "format": "date-time",
            "description": "Read-only (set by the snooze endpoint); ignored in requests."})
@@ -439,7 +446,8 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                 "type": "object", "additionalProperties": false, "required": ["before"],
                 "properties": {"before": {"type": "string", "pattern": duration(), "example": "PT15M",
                                "description": "ISO-8601 duration before `due_at`."},
-                               "id": reminder_id(), "snoozed_until": snoozed_until()},
+                               "id": reminder_id(), "snoozed_until": snoozed_until(),
+                               "channels": reminder_channels()},
             }),
         ),
         (
@@ -447,7 +455,8 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             json!({
                 "type": "object", "additionalProperties": false, "required": ["at"],
                 "properties": {"at": date_time(false),
-                               "id": reminder_id(), "snoozed_until": snoozed_until()},
+                               "id": reminder_id(), "snoozed_until": snoozed_until(),
+                               "channels": reminder_channels()},
             }),
         ),
         (

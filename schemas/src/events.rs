@@ -78,6 +78,10 @@ pub struct ReminderSpec {
     /// A snooze moved the reminder here (schema v3).
     #[serde(default, with = "micros_opt")]
     pub snoozed_until: Option<DateTime<Utc>>,
+    /// The channels this reminder goes to (`inbox`, `live`, `webhook`, `email`), instead
+    /// of its owner's preferences for reminders; `None`: the preferences (schema v4).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
 }
 
 impl ReminderSpec {
@@ -88,6 +92,7 @@ impl ReminderSpec {
             at: None,
             id: None,
             snoozed_until: None,
+            channels: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl ReminderSpec {
             at: Some(instant),
             id: None,
             snoozed_until: None,
+            channels: None,
         }
     }
 

@@ -563,3 +563,77 @@ async fn quiet_hours_hold_webhooks_until_the_window_ends_but_an_urgent_reminder_
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_that_names_its_channels_goes_only_there() {
+    let s = setup_with(fast(), true).await;
+    let mut receiver = Receiver::start(Behaviour::FailFirst(0)).await;
+    let token = s.sys.user().await;
+    let (endpoint, secret) = s.endpoint(&token, &receiver.url).await;
+    receiver.set_secret(&secret).await;
+    // Task events stay off the webhook, so what arrives there is reminders only.
+    let (status, body) = s
+        .call(
+            &token,
+            Method::PUT,
+            "/preferences",
+            Some(json!({"channels": {"task.created": ["live"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let soon = |secs| {
+        (Utc::now() + ChronoDuration::seconds(secs))
+            .trunc_subsecs(3)
+            .to_rfc3339()
+    };
+    let (status, inbox_only) = s
+        .call(
+            &token,
+            Method::POST,
+            "/tasks",
+            Some(json!({"title": "inbox only",
+                        "reminders": [{"at": soon(2), "channels": ["inbox", "inbox"]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{inbox_only}");
+    assert_eq!(inbox_only["reminders"][0]["channels"], json!(["inbox"]));
+    let (status, hook_only) = s
+        .call(
+            &token,
+            Method::POST,
+            "/tasks",
+            Some(json!({"title": "webhook only",
+                        "reminders": [{"at": soon(3), "channels": ["webhook"]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook_only}");
+
+    let r = receiver
+        .next(WAIT)
+        .await
+        .expect("the webhook-only reminder");
+    assert_eq!(r["type"], "reminder.due");
+    assert_eq!(r["data"]["title"], "webhook only");
+    // Both reminders have fired by now (the inbox one first); its notification is the only
+    // one, and nothing else reaches the webhook.
+    let deadline = Instant::now() + WAIT;
+    let inbox = loop {
+        let (_, inbox) = s.call(&token, Method::GET, "/notifications", None).await;
+        if !inbox["items"].as_array().unwrap().is_empty() {
+            break inbox;
+        }
+        assert!(Instant::now() < deadline, "no notification");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let titles: Vec<&str> = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["inbox only"], "{inbox}");
+    let log = s.deliveries(&token, &endpoint).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(receiver.next(Duration::from_secs(1)).await.is_none());
+    s.stop().await;
+}

@@ -191,9 +191,13 @@ impl Handler for NotifierHandler {
             .map_err(|e| HandlerError::Permanent(format!("event does not serialise: {e}")))?;
         let mail = plan_email(&msg.event, self.email)
             .map_err(|e| HandlerError::Permanent(format!("reminder mail does not render: {e}")))?;
+        let reminder = match &msg.event {
+            Event::ReminderDue(r) => r.reminder_id,
+            _ => None,
+        };
         let applied = self
             .store
-            .apply(&entry, &notification, &webhook, mail.as_ref())
+            .apply(&entry, &notification, &webhook, reminder, mail.as_ref())
             .await?;
         let outcome = match applied {
             Applied::Appended { .. } => {

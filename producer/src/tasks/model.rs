@@ -201,6 +201,10 @@ pub struct ReminderBody {
     /// requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snoozed_until: Option<DateTime<Utc>>,
+    /// Where this reminder goes (`inbox`, `live`, `webhook`, `email`) instead of the
+    /// owner's preferences for reminders; absent or `null`: the preferences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 impl From<&ReminderSpec> for ReminderBody {
@@ -210,6 +214,7 @@ impl From<&ReminderSpec> for ReminderBody {
             at: r.at,
             id: r.id,
             snoozed_until: r.snoozed_until,
+            channels: r.channels.clone(),
         }
     }
 }

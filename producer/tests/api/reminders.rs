@@ -290,3 +290,52 @@ async fn bad_snoozes_are_refused_and_write_nothing() {
     .await;
     assert_problem(r, StatusCode::FORBIDDEN).await;
 }
+
+#[tokio::test]
+async fn a_reminder_may_name_its_channels_and_keeps_them_across_edits() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user().await;
+    let r = app
+        .req(Method::POST, "/tasks", &token)
+        .json(&json!({"title": "t", "due_at": "2030-01-01T09:00:00Z",
+                      "reminders": [{"before": "PT1H", "channels": ["webhook", "inbox", "webhook"]},
+                                    {"before": "PT5M"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let task: Value = r.json().await.unwrap();
+    assert_eq!(
+        task["reminders"][0]["channels"],
+        json!(["inbox", "webhook"])
+    );
+    assert!(task["reminders"][1].get("channels").is_none(), "{task}");
+    // Sent back as read, with the channels changed: stored as sent.
+    let mut reminders = task["reminders"].clone();
+    reminders[1]["channels"] = json!([]);
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            &token,
+        )
+        .json(&json!({ "reminders": reminders }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!(patched["reminders"][1]["channels"], json!([]));
+    assert_eq!(ids(&patched), ids(&task), "the same reminders");
+
+    for bad in [json!(["pager"]), json!("inbox"), json!([1])] {
+        let r = app
+            .req(Method::POST, "/tasks", &token)
+            .json(&json!({"title": "t", "reminders": [{"at": "2030-01-01T09:00:00Z", "channels": bad}]}))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&problem), ["reminders[0].channels"], "{bad}");
+    }
+}

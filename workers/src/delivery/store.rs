@@ -135,8 +135,9 @@ pub struct ClaimLimits {
 /// per target at most `per_target` minus what this process has in flight for it
 /// (`targets[i]` has `used[i]`). Email: every due row of an address with a free slot, up
 /// to `digest_max`, so rows due together are claimed (and mailed) together. At most
-/// `limit` rows in all. Concurrent claimers never get the same row: the UPDATE re-checks
-/// the lease on the row it locks.
+/// `limit` rows in all. Only the `16 * limit` earliest due rows of targets with a free
+/// slot are ranked, so a claim costs the same with a backlog of millions. Concurrent
+/// claimers never get the same row: the UPDATE re-checks the lease on the row it locks.
 pub async fn claim_with(
     pool: &PgPool,
     targets: &[String],
@@ -146,13 +147,18 @@ pub async fn claim_with(
     sqlx::query_as(
         "WITH busy AS ( \
              SELECT * FROM unnest($1::text[], $2::int[]) AS b(target, used) \
-         ), ranked AS ( \
-             SELECT d.id, d.target, d.channel, d.endpoint_id, \
-                    row_number() OVER (PARTITION BY d.channel, d.target ORDER BY d.next_attempt_at, d.id) AS rn \
-             FROM deliveries d \
+         ), due AS ( \
+             SELECT d.id, d.target, d.channel, d.endpoint_id, d.next_attempt_at FROM deliveries d \
              WHERE d.state = 'pending' AND d.next_attempt_at <= now() \
                AND (d.leased_until IS NULL OR d.leased_until < now()) \
                AND d.channel = ANY($6) \
+               AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.target = d.target AND b.used >= $3) \
+             ORDER BY d.next_attempt_at \
+             LIMIT $8 \
+         ), ranked AS ( \
+             SELECT id, target, channel, endpoint_id, \
+                    row_number() OVER (PARTITION BY channel, target ORDER BY next_attempt_at, id) AS rn \
+             FROM due \
          ), picked AS ( \
              SELECT r.id, r.endpoint_id FROM ranked r LEFT JOIN busy b ON b.target = r.target \
              WHERE CASE WHEN r.channel = 'email' \
@@ -178,19 +184,26 @@ pub async fn claim_with(
     .bind(limits.lease.as_secs_f64())
     .bind(&limits.channels)
     .bind(limits.digest_max)
+    .bind(limits.limit.saturating_mul(16))
     .fetch_all(pool)
     .await
 }
 
-/// The earliest instant a pending delivery becomes claimable (due, lease expired).
-/// Only `channels` count: rows of a channel this sender does not deliver must not wake it.
+/// The earliest instant a pending delivery becomes claimable: the first due one not leased,
+/// or the first lease to run out. Two index lookups, whatever the backlog. Only `channels`
+/// count: rows of a channel this sender does not deliver must not wake it.
 pub async fn next_due(
     pool: &PgPool,
     channels: &[String],
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) \
-         FROM deliveries WHERE state = 'pending' AND channel = ANY($1)",
+        "SELECT least( \
+             (SELECT next_attempt_at FROM deliveries \
+              WHERE state = 'pending' AND channel = ANY($1) \
+                AND (leased_until IS NULL OR leased_until < now()) \
+              ORDER BY next_attempt_at LIMIT 1), \
+             (SELECT min(leased_until) FROM deliveries \
+              WHERE state = 'pending' AND channel = ANY($1) AND leased_until IS NOT NULL))",
     )
     .bind(channels)
     .fetch_one(pool)

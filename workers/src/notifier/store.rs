@@ -60,15 +60,24 @@ impl NotifierStore {
     /// `entry` to the feed, inserts `notification` into the inbox, and plans the webhook
     /// deliveries of `webhook` and the mail `email` (if the email channel is on), both
     /// held until the end of quiet hours unless urgent.
+    ///
+    /// `reminder`: the reminder a `ReminderDue` is about; when it names its own channels,
+    /// those replace the owner's preferences for it.
     pub async fn apply(
         &self,
         entry: &FeedEntry,
         notification: &Notification,
         webhook: &WebhookMessage,
+        reminder: Option<Uuid>,
         email: Option<&EmailPayload>,
     ) -> Result<Applied, NotifierStoreError> {
         let mut tx = self.pool.begin().await?;
-        let prefs = load_preferences(&mut tx, entry.user_id).await?;
+        let mut prefs = load_preferences(&mut tx, entry.user_id).await?;
+        if let (Some(reminder), Some(task)) = (reminder, entry.task_id) {
+            if let Some(own) = reminder_channels(&mut tx, task, reminder).await? {
+                prefs.channels.insert(webhook.kind.to_owned(), own);
+            }
+        }
         let kind = webhook.kind;
         let inbox = prefs.wants(kind, Channel::Inbox);
         let applied = if prefs.wants(kind, Channel::Live) {
@@ -158,6 +167,31 @@ async fn load_preferences(
     Ok(row
         .map(|(tz, start, end, channels)| preferences::from_row(&tz, start, end, &channels))
         .unwrap_or_default())
+}
+
+/// The channels a reminder names, as the task row holds it now; `None` when it names none
+/// (or is gone).
+async fn reminder_channels(
+    tx: &mut PgConnection,
+    task_id: Uuid,
+    reminder_id: Uuid,
+) -> Result<Option<Vec<Channel>>, sqlx::Error> {
+    let named: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT r->'channels' FROM tasks t, jsonb_array_elements(t.reminders) r \
+         WHERE t.id = $1 AND r->>'id' = $2",
+    )
+    .bind(task_id)
+    .bind(reminder_id.hyphenated().to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(named.and_then(|v| {
+        v.as_array().map(|items| {
+            items
+                .iter()
+                .filter_map(|c| c.as_str().and_then(Channel::parse))
+                .collect()
+        })
+    }))
 }
 
 /// A reminder of an urgent task: delivered at once, even in quiet hours.

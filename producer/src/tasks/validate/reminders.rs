@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use taskflow_infra::preferences::Channel;
 use taskflow_schemas::ReminderSpec;
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ pub const MAX_REMINDERS: usize = 20;
 
 /// The keys a reminder object may carry. `snoozed_until` is read-only: accepted so a client
 /// can send back what it read, and ignored (only the snooze endpoint sets it).
-const KEYS: [&str; 4] = ["before", "at", "id", "snoozed_until"];
+const KEYS: [&str; 5] = ["before", "at", "id", "snoozed_until", "channels"];
 
 /// At most [`MAX_REMINDERS`] items; items with the same rule collapse into the first.
 pub fn parse_reminders(v: &Value) -> Result<Vec<ReminderSpec>, Vec<FieldError>> {
@@ -67,7 +68,7 @@ fn parse_reminder(v: &Value) -> Result<ReminderSpec, (&'static str, String)> {
     if obj.keys().any(|k| !KEYS.contains(&k.as_str())) {
         return Err((
             "",
-            "only `before` or `at`, and `id` (and the read-only `snoozed_until`) are allowed"
+            "only `before` or `at`, `id` and `channels` (and the read-only `snoozed_until`) are allowed"
                 .to_owned(),
         ));
     }
@@ -109,7 +110,34 @@ fn parse_reminder(v: &Value) -> Result<ReminderSpec, (&'static str, String)> {
         }
         _ => return Err(("", "exactly one of `before` or `at` is required".to_owned())),
     };
-    Ok(ReminderSpec { id, ..rule })
+    let channels = parse_channels(obj.get("channels"))?;
+    Ok(ReminderSpec {
+        id,
+        channels,
+        ..rule
+    })
+}
+
+/// `null` (the owner's preferences) or a list of channel names, kept sorted and unique.
+fn parse_channels(v: Option<&Value>) -> Result<Option<Vec<String>>, (&'static str, String)> {
+    const WHAT: &str = "must be null or an array of inbox, live, webhook, email";
+    let items = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(("channels", WHAT.to_owned())),
+    };
+    let mut out: Vec<Channel> = Vec::new();
+    for item in items {
+        let c = item
+            .as_str()
+            .and_then(Channel::parse)
+            .ok_or(("channels", WHAT.to_owned()))?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out.sort();
+    Ok(Some(out.iter().map(|c| c.as_str().to_owned()).collect()))
 }
 
 /// The reminders after a change, with ids and snoozes settled.
@@ -156,6 +184,7 @@ pub fn assign_ids(
                 snoozed_until,
                 before_seconds: r.before_seconds,
                 at: r.at,
+                channels: r.channels.clone(),
             }
         })
         .collect()
