@@ -220,6 +220,14 @@ impl DeliveryMetrics {
                 &["outcome"],
             )?,
         };
+        // Every outcome is exported from the start (at 0): a dashboard or an alert on a
+        // failure rate then sees a series before the first failure.
+        for outcome in ["succeeded", "http_error", "transport_error"] {
+            m.attempts.with_label_values(&[outcome]);
+        }
+        for outcome in ["succeeded", "failed", "cancelled", "endpoint_disabled"] {
+            m.completed.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(m.attempts.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
