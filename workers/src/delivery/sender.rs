@@ -228,6 +228,14 @@ impl DeliveryMetrics {
         for outcome in ["succeeded", "failed", "cancelled", "endpoint_disabled"] {
             m.completed.with_label_values(&[outcome]);
         }
+        for outcome in ["succeeded", "transient", "permanent", "transport_error"] {
+            for kind in ["single", "digest"] {
+                m.email_attempts.with_label_values(&[outcome, kind]);
+            }
+        }
+        for outcome in ["succeeded", "failed"] {
+            m.email_completed.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(m.attempts.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
