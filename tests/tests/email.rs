@@ -629,3 +629,44 @@ fn the_notifier_binary_names_a_bad_smtp_setting_at_start_up() {
         assert!(stderr.contains(want), "{vars:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_change_is_mailed_when_its_owner_asked_for_it() {
+    let mut smtp = SmtpServer::start(0).await;
+    let s = setup(smtp.port).await;
+    let n = s.notifier(&s.group);
+    let (token, _user, address) = s.user().await;
+    let (status, body) = s
+        .sys
+        .call(
+            &token,
+            Method::PUT,
+            "/preferences",
+            Some(json!({"channels": {"task.completed": ["email"]}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, task) = s
+        .sys
+        .call(&token, Method::POST, "/tasks", Some(json!({"title": "File taxes"})))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let (status, _) = s
+        .sys
+        .call(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/complete", task["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Only the completion is mailed: creations keep their default channels (no email).
+    let mail = smtp.next(WAIT).await.expect("the completion's mail");
+    assert_eq!(mail["to"], address.as_str());
+    assert_eq!(mail["subject"], "Completed: File taxes");
+    assert!(part(&mail, "text/plain").starts_with("Completed: File taxes"), "{mail}");
+    assert!(smtp.next(Duration::from_secs(1)).await.is_none());
+    n.stop().await;
+    s.stop().await;
+}

@@ -174,12 +174,14 @@ pub struct NotifierHandler {
     email: bool,
 }
 
-/// The mail a reminder becomes, when the email channel is on (whether it is sent, and
-/// when, is the owner's preferences' call, in the store). Pure.
+/// The mail an event becomes, when the email channel is on (whether it is sent, and when,
+/// is the owner's preferences' call, in the store: by default reminders are mailed and
+/// task changes are not). Pure.
 pub fn plan_email(event: &Event, email_on: bool) -> Result<Option<EmailPayload>, EmailError> {
     match event {
-        Event::ReminderDue(r) if email_on => Ok(Some(email::reminder_email(r)?)),
-        _ => Ok(None),
+        _ if !email_on => Ok(None),
+        Event::ReminderDue(r) => Ok(Some(email::reminder_email(r)?)),
+        other => email::change_email(other),
     }
 }
 

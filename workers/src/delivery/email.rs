@@ -1,6 +1,7 @@
-//! The email channel: each `ReminderDue` is mailed to the task owner's address over SMTP
-//! (`lettre`, async on tokio, rustls), with a plain-text and an HTML part rendered from
-//! templates (`minijinja`, HTML auto-escaped).
+//! The email channel: each `ReminderDue` (and each task change whose owner asked for
+//! `email` on its kind) is mailed to the task owner's address over SMTP (`lettre`, async on
+//! tokio, rustls), with a plain-text and an HTML part rendered from templates (`minijinja`,
+//! HTML auto-escaped).
 //!
 //! # Guarantee: effectively once per reminder and address
 //!
@@ -43,7 +44,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use taskflow_infra::config::{env_opt, env_or, ConfigError};
-use taskflow_schemas::ReminderDue;
+use taskflow_schemas::{Event, EventType, ReminderDue};
 use uuid::Uuid;
 
 use super::store::Attempt;
@@ -211,13 +212,17 @@ pub fn transport(s: &EmailSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>
     Ok(builder.build())
 }
 
-/// One reminder as the templates show it (instants already formatted).
+/// One reminder (or task change) as the templates show it (instants already formatted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReminderItem {
     pub task_id: Uuid,
     pub title: String,
     pub due_at: Option<DateTime<Utc>>,
+    /// When the reminder was scheduled for; for a task change, when it happened.
     pub fire_at: DateTime<Utc>,
+    /// A task change: what happened (`Created`, `Completed`, ...); `None`: a reminder.
+    #[serde(default)]
+    pub change: Option<String>,
 }
 
 /// A planned mail, stored as the delivery's payload (JSON).
@@ -243,6 +248,7 @@ struct View<'a> {
     title: &'a str,
     due: Option<String>,
     fire: String,
+    change: Option<&'a str>,
 }
 
 fn view(item: &ReminderItem) -> View<'_> {
@@ -251,15 +257,18 @@ fn view(item: &ReminderItem) -> View<'_> {
         title: &item.title,
         due: item.due_at.map(fmt),
         fire: fmt(item.fire_at),
+        change: item.change.as_deref(),
     }
 }
 
 fn render(name: &'static str, ctx: minijinja::Value) -> Result<String, EmailError> {
     let mut env = minijinja::Environment::new();
     // Names ending in `.html` are auto-escaped, `.txt` are not.
-    let templates: [(&str, &str); 4] = [
+    let templates: [(&str, &str); 6] = [
         ("reminder.txt", include_str!("email/reminder.txt")),
         ("reminder.html", include_str!("email/reminder.html")),
+        ("change.txt", include_str!("email/change.txt")),
+        ("change.html", include_str!("email/change.html")),
         ("digest.txt", include_str!("email/digest.txt")),
         ("digest.html", include_str!("email/digest.html")),
     ];
@@ -289,6 +298,7 @@ pub fn reminder_email(r: &ReminderDue) -> Result<EmailPayload, EmailError> {
         title: r.title.clone(),
         due_at: r.due_at,
         fire_at: r.fire_at,
+        change: None,
     };
     let ctx = minijinja::context! { item => view(&item) };
     Ok(EmailPayload {
@@ -299,12 +309,48 @@ pub fn reminder_email(r: &ReminderDue) -> Result<EmailPayload, EmailError> {
     })
 }
 
+/// The mail for a change to a task (for an owner who asked for `email` on that kind of
+/// event); `None` for a `ReminderDue` (see [`reminder_email`]). Pure.
+pub fn change_email(event: &Event) -> Result<Option<EmailPayload>, EmailError> {
+    let change = match event.event_type() {
+        EventType::TaskCreated => "Created",
+        EventType::TaskUpdated => "Changed",
+        EventType::TaskCompleted => "Completed",
+        EventType::TaskReopened => "Reopened",
+        EventType::TaskDeleted => "Deleted",
+        EventType::ReminderSnoozed => "Reminder snoozed",
+        EventType::ReminderDue => return Ok(None),
+    };
+    let Some(task) = event.snapshot() else {
+        return Ok(None);
+    };
+    let item = ReminderItem {
+        task_id: event.metadata().task_id,
+        title: task.title.clone(),
+        due_at: task.due_at,
+        fire_at: event.metadata().occurred_at,
+        change: Some(change.to_owned()),
+    };
+    let ctx = minijinja::context! { item => view(&item) };
+    Ok(Some(EmailPayload {
+        subject: one_line(&format!("{change}: {}", item.title)),
+        text: render("change.txt", ctx.clone())?,
+        html: render("change.html", ctx)?,
+        reminder: item,
+    }))
+}
+
 /// Subject, text and HTML of one digest listing `items`. Pure.
 pub fn digest(items: &[ReminderItem]) -> Result<(String, String, String), EmailError> {
     let views: Vec<View<'_>> = items.iter().map(view).collect();
     let ctx = minijinja::context! { items => views };
+    let what = if items.iter().all(|i| i.change.is_none()) {
+        "reminders"
+    } else {
+        "notifications"
+    };
     Ok((
-        format!("{} reminders", items.len()),
+        format!("{} {what}", items.len()),
         render("digest.txt", ctx.clone())?,
         render("digest.html", ctx)?,
     ))
@@ -504,6 +550,27 @@ mod tests {
         }
         assert!(html.contains("Call &lt;mum&gt;"), "{html}");
         assert_eq!(html.matches("<li>").count(), 3, "{html}");
+    }
+
+    #[test]
+    fn a_task_change_is_mailed_with_what_happened_and_a_digest_says_notifications() {
+        let created = examples::example(EventType::TaskCreated);
+        let mail = change_email(&created).unwrap().expect("a mail");
+        let title = &created.snapshot().unwrap().title;
+        assert_eq!(mail.subject, format!("Created: {title}"));
+        assert!(mail.text.starts_with(&format!("Created: {title}")), "{}", mail.text);
+        assert!(mail.html.contains("Created: <strong>"), "{}", mail.html);
+        assert_eq!(mail.reminder.change.as_deref(), Some("Created"));
+        assert!(change_email(&examples::example(EventType::ReminderDue))
+            .unwrap()
+            .is_none());
+        let due = reminder_email(&reminder("Call mum")).unwrap();
+        let (subject, text, html) = digest(&[due.reminder, mail.reminder]).unwrap();
+        assert_eq!(subject, "2 notifications");
+        assert!(text.starts_with("2 notifications:"), "{text}");
+        assert!(text.contains("- Call mum"), "{text}");
+        assert!(text.contains(&format!("- Created: {title}")), "{text}");
+        assert!(html.contains("<li>Created: <strong>"), "{html}");
     }
 
     #[test]
