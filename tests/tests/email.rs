@@ -648,7 +648,12 @@ async fn a_task_change_is_mailed_when_its_owner_asked_for_it() {
     assert_eq!(status, 200, "{body}");
     let (status, task) = s
         .sys
-        .call(&token, Method::POST, "/tasks", Some(json!({"title": "File taxes"})))
+        .call(
+            &token,
+            Method::POST,
+            "/tasks",
+            Some(json!({"title": "File taxes"})),
+        )
         .await;
     assert_eq!(status, 201, "{task}");
     let (status, _) = s
@@ -665,7 +670,10 @@ async fn a_task_change_is_mailed_when_its_owner_asked_for_it() {
     let mail = smtp.next(WAIT).await.expect("the completion's mail");
     assert_eq!(mail["to"], address.as_str());
     assert_eq!(mail["subject"], "Completed: File taxes");
-    assert!(part(&mail, "text/plain").starts_with("Completed: File taxes"), "{mail}");
+    assert!(
+        part(&mail, "text/plain").starts_with("Completed: File taxes"),
+        "{mail}"
+    );
     assert!(smtp.next(Duration::from_secs(1)).await.is_none());
     n.stop().await;
     s.stop().await;

@@ -558,7 +558,11 @@ mod tests {
         let mail = change_email(&created).unwrap().expect("a mail");
         let title = &created.snapshot().unwrap().title;
         assert_eq!(mail.subject, format!("Created: {title}"));
-        assert!(mail.text.starts_with(&format!("Created: {title}")), "{}", mail.text);
+        assert!(
+            mail.text.starts_with(&format!("Created: {title}")),
+            "{}",
+            mail.text
+        );
         assert!(mail.html.contains("Created: <strong>"), "{}", mail.html);
         assert_eq!(mail.reminder.change.as_deref(), Some("Created"));
         assert!(change_email(&examples::example(EventType::ReminderDue))
