@@ -379,7 +379,8 @@ mod tests {
         assert_eq!(
             reminders[0],
             json!({"before": "PT1H", "id": "00000000-0000-0000-0000-000000000044",
-                   "snoozed_until": "2026-01-01T23:03:20.000250Z"})
+                   "snoozed_until": "2026-01-01T23:03:20.000250Z",
+                   "channels": ["inbox", "email"]})
         );
         assert_eq!(changes[3].new, json!("high"));
         assert_eq!(changes[1].new, json!("balcony ones too"));

@@ -7,7 +7,7 @@
 //! | `TASKFLOW_KAFKA_TOPICS` | the worker's topics | comma-separated topics |
 //! | `TASKFLOW_KAFKA_CLIENT_ID` | the group id | `client.id` of consumer and DLQ producer |
 //! | `TASKFLOW_KAFKA_ASSIGNOR` | `range` | `range`, `roundrobin` or `cooperative-sticky` (tansu 0.6 only works with `range`; `cooperative-sticky` suits Redpanda) |
-//! | `TASKFLOW_KAFKA_GROUP_INSTANCE_ID` | none (dynamic membership) | `group.instance.id`: static membership (KIP-345), one stable id per replica (see below) |
+//! | `TASKFLOW_KAFKA_GROUP_INSTANCE_ID` | none (dynamic membership) | `group.instance.id`: static membership (KIP-345), one stable id per replica (see below); `{hostname}` in it is replaced by the host's name (compose: each replica's container) |
 //! | `TASKFLOW_KAFKA_SESSION_TIMEOUT_MS` | 45000 | `session.timeout.ms` (see below) |
 //! | `TASKFLOW_CONSUMER_COMMIT_INTERVAL_MS` | 500 | periodic async commit of done offsets |
 //! | `TASKFLOW_CONSUMER_COMMIT_EVERY` | 500 | also commit once this many messages are done |
@@ -152,6 +152,26 @@ pub struct RuntimeSettings {
     pub consumer_overrides: Vec<(String, String)>,
 }
 
+/// `template` with `{hostname}` replaced by `hostname`, so one setting gives each replica
+/// its own id: compose's `--scale` starts replicas from one service definition, and a
+/// container's hostname (its id) is its own and survives its restarts. Without a hostname
+/// the placeholder stays, which still names one replica.
+pub fn instance_id(template: &str, hostname: Option<&str>) -> String {
+    match hostname {
+        Some(h) if !h.is_empty() => template.replace("{hostname}", h),
+        _ => template.to_owned(),
+    }
+}
+
+/// `HOSTNAME` (set in every container), else `/etc/hostname`.
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 impl RuntimeSettings {
     /// Defaults for the given group and topics (the constructor tests use).
     pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
@@ -221,7 +241,8 @@ impl RuntimeSettings {
             drain_timeout: millis("TASKFLOW_CONSUMER_DRAIN_TIMEOUT_MS", defaults.drain_timeout)?,
             lag_interval: millis("TASKFLOW_CONSUMER_LAG_INTERVAL_MS", defaults.lag_interval)?,
             dlq_timeout: millis("TASKFLOW_CONSUMER_DLQ_TIMEOUT_MS", defaults.dlq_timeout)?,
-            group_instance_id: env_opt::<String>("TASKFLOW_KAFKA_GROUP_INSTANCE_ID")?,
+            group_instance_id: env_opt::<String>("TASKFLOW_KAFKA_GROUP_INSTANCE_ID")?
+                .map(|id| instance_id(&id, hostname().as_deref())),
             queue_poll_timeout: millis(
                 "TASKFLOW_CONSUMER_QUEUE_POLL_MS",
                 defaults.queue_poll_timeout,
@@ -352,6 +373,19 @@ fn count(name: &'static str, default: u64) -> Result<u64, SettingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_id_template_takes_the_hostname() {
+        assert_eq!(
+            instance_id("taskflow-audit-{hostname}", Some("3f2a9c1d0b7e")),
+            "taskflow-audit-3f2a9c1d0b7e"
+        );
+        assert_eq!(instance_id("fixed-1", Some("h")), "fixed-1");
+        assert_eq!(
+            instance_id("taskflow-audit-{hostname}", None),
+            "taskflow-audit-{hostname}"
+        );
+    }
 
     #[test]
     fn assignor_parses_known_names_only() {
