@@ -70,6 +70,17 @@ pub fn default_channels(kind: &str) -> Vec<Channel> {
     }
 }
 
+/// Every IANA zone name a preference may take (and `null`, the default UTC): what the API
+/// documents as the exact set.
+pub fn zone_names() -> Vec<serde_json::Value> {
+    let mut names: Vec<serde_json::Value> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| serde_json::Value::String(tz.name().to_owned()))
+        .collect();
+    names.push(serde_json::Value::Null);
+    names
+}
+
 /// Quiet hours as wall-clock times in the user's zone; `start > end` spans midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuietWindow {
@@ -208,10 +219,9 @@ pub fn parse(body: &Value) -> Result<Preferences, Vec<Invalid>> {
                 }
             };
             let (start, end) = (time("start", &mut errors), time("end", &mut errors));
+            // Equal ends are an empty window: no quiet hours, as if `null` had been sent.
             if let (Some(start), Some(end)) = (start, end) {
-                if start == end {
-                    errors.push(invalid("quiet_hours", "start and end must differ"));
-                } else {
+                if start != end {
                     prefs.quiet = Some(QuietWindow { start, end });
                 }
             }
@@ -380,7 +390,12 @@ mod tests {
                 "time_zone",
             ]
         );
-        assert!(parse(&json!({"quiet_hours": {"start": "09:00", "end": "09:00"}})).is_err());
+        assert_eq!(
+            parse(&json!({"quiet_hours": {"start": "09:00", "end": "09:00"}}))
+                .unwrap()
+                .quiet,
+            None
+        );
         assert!(parse(&json!([])).is_err());
     }
 

@@ -349,7 +349,7 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                                 metadata); checked again at every delivery.",
                             "example": "https://hooks.example.com/taskflow"},
                     "description": {"type": ["string", "null"], "maxLength": webhooks::model::DESCRIPTION_MAX_CHARS,
-                                    "example": "home automation"},
+                                    "pattern": no_nul(), "example": "home automation"},
                 },
             }),
         ),
@@ -359,6 +359,7 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                 "type": "object", "additionalProperties": false,
                 "properties": {
                     "time_zone": {"type": ["string", "null"], "description": "IANA zone; default UTC.",
+                                  "enum": taskflow_infra::preferences::zone_names(),
                                   "example": "Europe/Berlin"},
                     "quiet_hours": {
                         "type": ["object", "null"], "additionalProperties": false,

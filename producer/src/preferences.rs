@@ -46,7 +46,8 @@ pub async fn get_preferences(
 /// Replace the caller's notification preferences; an absent field takes its default.
 ///
 /// `time_zone`: an IANA zone (quiet hours are in it). `quiet_hours`: `{"start": "22:00",
-/// "end": "07:00"}` (`HH:MM` or `HH:MM:SS`; spanning midnight is fine) or `null`: webhook
+/// "end": "07:00"}` (`HH:MM` or `HH:MM:SS`; spanning midnight is fine; equal ends are no
+/// window) or `null`: webhook
 /// and email deliveries planned inside it are held and released together at its end (one
 /// digest mail); reminders of urgent tasks are never held; the inbox and the live feed
 /// record at once. `channels`: per kind (`task.created`, ..., `reminder.due`) the channels

@@ -199,7 +199,7 @@ pub fn validate_create(body: &Value) -> Result<NewToken, Vec<FieldError>> {
 /// An integer as JSON Schema counts them: `30` and also `30.0` (a number
 /// whose fraction is zero is an integer there, and the OpenAPI document
 /// promises `integer`).
-fn whole_number(v: &Value) -> Option<i64> {
+pub(crate) fn whole_number(v: &Value) -> Option<i64> {
     v.as_i64().or_else(|| {
         v.as_f64()
             .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)

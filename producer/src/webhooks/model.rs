@@ -67,6 +67,13 @@ pub fn validate_create(body: &Value, policy: TargetPolicy) -> Result<NewEndpoint
     };
     let description = match obj.get("description") {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(d)) if d.contains('\0') => {
+            errors.push(FieldError::new(
+                "description",
+                "must not contain NUL (U+0000) characters",
+            ));
+            String::new()
+        }
         Some(Value::String(d)) if d.chars().count() <= DESCRIPTION_MAX_CHARS => d.trim().to_owned(),
         Some(Value::String(_)) => {
             errors.push(FieldError::new(
@@ -98,7 +105,8 @@ pub fn validate_rotate(body: Option<&Value>) -> Result<i64, Vec<FieldError>> {
     let mut errors = unknown_fields(obj, &["overlap_seconds"]);
     let overlap = match obj.get("overlap_seconds") {
         None | Some(Value::Null) => DEFAULT_OVERLAP_SECS,
-        Some(v) => match v.as_i64() {
+        // 86400.0 is the integer JSON Schema says it is.
+        Some(v) => match crate::tokens::model::whole_number(v) {
             Some(n) if (0..=MAX_OVERLAP_SECS).contains(&n) => n,
             _ => {
                 errors.push(FieldError::new(
@@ -222,6 +230,11 @@ mod tests {
         assert_eq!(fields, ["x", "url"]);
         assert!(validate_create(&json!({}), STRICT).is_err());
         assert!(validate_create(&json!({"url": 5}), STRICT).is_err());
+        assert!(validate_create(
+            &json!({"url": "https://e.com/", "description": "a\u{0}b"}),
+            STRICT
+        )
+        .is_err());
         assert!(validate_create(&json!([]), STRICT).is_err());
         let long = format!("https://e.com/{}", "a".repeat(URL_MAX_CHARS));
         assert!(validate_create(&json!({ "url": long }), STRICT).is_err());
@@ -234,6 +247,10 @@ mod tests {
         assert_eq!(validate_rotate(Some(&json!({"overlap_seconds": 0}))), Ok(0));
         assert!(validate_rotate(Some(&json!({"overlap_seconds": -1}))).is_err());
         assert!(validate_rotate(Some(&json!({"overlap_seconds": 1.5}))).is_err());
+        assert_eq!(
+            validate_rotate(Some(&json!({"overlap_seconds": 60.0}))),
+            Ok(60)
+        );
         assert!(validate_rotate(Some(&json!({"other": 1}))).is_err());
     }
 }

@@ -74,7 +74,7 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
         .req(Method::PUT, "/preferences", &token)
         .json(&json!({
             "time_zone": "Nowhere/Town",
-            "quiet_hours": {"start": "07:00", "end": "07:00"},
+            "quiet_hours": {"start": "07:00", "end": "7:00 pm"},
             "channels": {"task.created": ["fax"]},
         }))
         .send()
@@ -90,7 +90,7 @@ async fn preferences_have_defaults_are_replaced_whole_and_invalid_fields_are_nam
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["channels.task.created[0]", "quiet_hours", "time_zone"]
+        ["channels.task.created[0]", "quiet_hours.end", "time_zone"]
     );
     assert_eq!(get().await["time_zone"], "Asia/Tokyo", "nothing stored");
 }
