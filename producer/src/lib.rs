@@ -26,6 +26,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod tasks;
 pub mod tokens;
+pub mod web;
 pub mod webhooks;
 
 pub use app::{router, AppState, Application};

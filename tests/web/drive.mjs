@@ -1,0 +1,181 @@
+// Drives Taskflow's web page in headless Chromium (playwright-core, the system chromium) and
+// prints one JSON report on stdout for tests/tests/web.rs to assert on. Checks that need a
+// bound (latency) are measured here but judged by the Rust test.
+//
+// Usage: node drive.mjs <api url>   (env: PLAYWRIGHT_CORE = the playwright-core directory,
+// CHROMIUM = the browser binary)
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const api = process.argv[2];
+const require = createRequire(path.join(process.env.PLAYWRIGHT_CORE, 'node_modules', 'x.js'));
+const { chromium } = require('playwright-core');
+
+const report = { steps: [] };
+const step = (name) => report.steps.push(name);
+const unique = () => Math.random().toString(36).slice(2, 10);
+const PASSWORD = 'a long enough passphrase';
+
+/** The page's session through its own form: sign up (first time) or log in; Enter, no click. */
+async function session(page, email, signUp) {
+  await page.goto(`${api}/`);
+  await page.fill('#email', email);
+  await page.fill('#password', PASSWORD);
+  if (signUp) {
+    await page.focus('#signup');
+    await page.keyboard.press('Enter');
+  } else {
+    await page.focus('#password');
+    await page.keyboard.press('Enter');
+  }
+  await page.locator('#app').waitFor({ state: 'visible', timeout: 10000 });
+  // The live stream is open before anything is created, so no entry can be missed.
+  await page.locator('#live', { hasText: /^live$/ }).waitFor({ timeout: 10000 });
+}
+
+async function apiToken(email) {
+  const r = await fetch(`${api}/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email, password: PASSWORD }),
+  });
+  return (await r.json()).access_token;
+}
+
+/** Presses Tab until the focused element matches `pred` (at most 60 times). */
+async function tabTo(page, pred, arg) {
+  for (let i = 0; i < 60; i += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate(pred, arg)) return true;
+  }
+  return false;
+}
+
+const taskTitles = (page) => page.$$eval('#tasks li .task-title', (els) => els.map((e) => e.textContent));
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    args: ['--no-sandbox'],
+  });
+  const consoleErrors = [];
+  const newPage = async () => {
+    // One context each: separate pages as separate tabs/devices would be, nothing shared.
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await ctx.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    return page;
+  };
+  try {
+    const a = await newPage();
+    const resp = await a.goto(`${api}/`);
+    const headers = resp.headers();
+    report.page = {
+      status: resp.status(),
+      content_type: headers['content-type'],
+      csp: headers['content-security-policy'],
+      nosniff: headers['x-content-type-options'],
+      referrer_policy: headers['referrer-policy'],
+    };
+    step('page loaded');
+
+    const alice = `alice-${unique()}@example.test`;
+    const bob = `bob-${unique()}@example.test`;
+    await session(a, alice, true);
+    const b = await newPage();
+    await session(b, alice, false);
+    const c = await newPage();
+    await session(c, bob, true);
+    step('three sessions live');
+
+    // 1. Created in A, seen in B: measured from A's POST /tasks answer to B's list showing it.
+    const title = `Live ${unique()}`;
+    const appeared = b.locator('#tasks li .task-title', { hasText: title })
+      .waitFor({ timeout: 15000 }).then(() => Date.now());
+    const created = a.waitForResponse((r) => r.url().endsWith('/tasks') && r.request().method() === 'POST')
+      .then((r) => ({ at: Date.now(), status: r.status() }));
+    await a.fill('#title', title);
+    const submitted = Date.now();
+    await a.focus('#title');
+    await a.keyboard.press('Enter');
+    const [createdAt, appearedAt] = await Promise.all([created, appeared]);
+    report.live = {
+      create_status: createdAt.status,
+      created_to_b_ms: appearedAt - createdAt.at,
+      submit_to_b_ms: appearedAt - submitted,
+    };
+    step('live in B');
+    // Bob's page: a moment for a (wrong) entry to arrive, then none of Alice's tasks.
+    await c.waitForTimeout(1500);
+    report.other_user_titles = await taskTitles(c);
+
+    // 2. Keyboard only: Tab to the title field, type, Enter; Tab to "Complete <title>", Space.
+    const kbTitle = `Keyboard ${unique()}`;
+    await a.evaluate(() => document.activeElement && document.activeElement.blur());
+    const reachedTitle = await tabTo(a, () => document.activeElement && document.activeElement.id === 'title');
+    await a.keyboard.type(kbTitle);
+    await a.keyboard.press('Enter');
+    await a.locator('#tasks li .task-title', { hasText: kbTitle }).waitFor({ timeout: 10000 });
+    const reachedComplete = await tabTo(
+      a,
+      (t) => document.activeElement && document.activeElement.getAttribute('aria-label') === `Complete ${t}`,
+      kbTitle,
+    );
+    let focusVisible = null;
+    if (reachedComplete) {
+      focusVisible = await a.evaluate(() => getComputedStyle(document.activeElement).outlineStyle !== 'none');
+      await a.keyboard.press('Space');
+    }
+    // Completed: it leaves the open list in A, and in B live.
+    await a.locator('#tasks li .task-title', { hasText: kbTitle }).waitFor({ state: 'detached', timeout: 10000 });
+    await b.locator('#tasks li .task-title', { hasText: kbTitle }).waitFor({ state: 'detached', timeout: 10000 });
+    const token = await apiToken(alice);
+    const done = await (await fetch(`${api}/tasks?status=completed`, {
+      headers: { Authorization: `Bearer ${token}` },
+    })).json();
+    report.keyboard = {
+      reached_title: reachedTitle,
+      reached_complete: reachedComplete,
+      focus_visible: focusVisible,
+      completed_titles: done.items.map((t) => t.title),
+    };
+    step('keyboard');
+
+    // 3. A reminder due in 3 s rings the bell in both of Alice's pages, not in Bob's.
+    const at = new Date(Date.now() + 3000).toISOString();
+    const r = await fetch(`${api}/tasks`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: `Remind ${unique()}`, reminders: [{ at }] }),
+    });
+    report.reminder = { create_status: r.status };
+    const rang = (p) => p.locator('#unread', { hasText: /^1$/ }).waitFor({ timeout: 60000 }).then(() => true, () => false);
+    const [ringA, ringB] = await Promise.all([rang(a), rang(b)]);
+    report.reminder.bell_a = await a.textContent('#unread');
+    report.reminder.bell_b = await b.textContent('#unread');
+    report.reminder.rang = ringA && ringB;
+    report.reminder.bell_other = await c.textContent('#unread');
+    // The inbox by keyboard: open it, mark the notification read; B's bell follows live.
+    await a.focus('#bell');
+    await a.keyboard.press('Enter');
+    await a.locator('#notifications li button').first().waitFor({ timeout: 10000 });
+    await a.focus('#notifications li button');
+    await a.keyboard.press('Enter');
+    report.reminder.read_b = await b.locator('#unread', { hasText: /^0$/ })
+      .waitFor({ timeout: 10000 }).then(() => true, () => false);
+    step('reminder');
+
+    // 4. Phone width: nothing wider than the viewport.
+    report.phone_overflow = await a.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  } catch (e) {
+    report.error = String(e && e.stack ? e.stack : e);
+  } finally {
+    report.console_errors = consoleErrors;
+    await browser.close();
+  }
+  process.stdout.write(`${JSON.stringify(report)}\n`);
+}
+
+main();
