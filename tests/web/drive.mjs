@@ -6,6 +6,7 @@
 // CHROMIUM = the browser binary)
 
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import path from 'node:path';
 
 const api = process.argv[2];
@@ -18,8 +19,8 @@ const unique = () => Math.random().toString(36).slice(2, 10);
 const PASSWORD = 'a long enough passphrase';
 
 /** The page's session through its own form: sign up (first time) or log in; Enter, no click. */
-async function session(page, email, signUp) {
-  await page.goto(`${api}/`);
+async function session(page, email, signUp, base = api) {
+  await page.goto(`${base}/`);
   await page.fill('#email', email);
   await page.fill('#password', PASSWORD);
   if (signUp) {
@@ -52,6 +53,46 @@ async function tabTo(page, pred, arg) {
   return false;
 }
 
+/** A TCP proxy in front of the API that can drop its connections and refuse new ones: a
+ * real network failure for page B (browser network emulation leaves an open stream to
+ * localhost alone). */
+function startProxy() {
+  const target = new URL(api);
+  const sockets = new Set();
+  const proxy = { down: false };
+  const server = net.createServer((client) => {
+    if (proxy.down) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  proxy.cut = () => {
+    proxy.down = true;
+    for (const s of sockets) s.destroy();
+  };
+  proxy.restore = () => {
+    proxy.down = false;
+  };
+  proxy.close = () => server.close();
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      proxy.url = `http://127.0.0.1:${server.address().port}`;
+      resolve(proxy);
+    });
+  });
+}
+
 const taskTitles = (page) => page.$$eval('#tasks li .task-title', (els) => els.map((e) => e.textContent));
 
 async function main() {
@@ -60,16 +101,16 @@ async function main() {
     args: ['--no-sandbox'],
   });
   const consoleErrors = [];
-  const newPage = async () => {
+  const newPage = async (label) => {
     // One context each: separate pages as separate tabs/devices would be, nothing shared.
     const ctx = await browser.newContext({ viewport: { width: 390, height: 844 } });
     const page = await ctx.newPage();
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push({ page: label, text: m.text() }); });
+    page.on('pageerror', (e) => consoleErrors.push({ page: label, text: String(e) }));
     return page;
   };
   try {
-    const a = await newPage();
+    const a = await newPage('a');
     const resp = await a.goto(`${api}/`);
     const headers = resp.headers();
     report.page = {
@@ -84,9 +125,11 @@ async function main() {
     const alice = `alice-${unique()}@example.test`;
     const bob = `bob-${unique()}@example.test`;
     await session(a, alice, true);
-    const b = await newPage();
-    await session(b, alice, false);
-    const c = await newPage();
+    // B goes through the proxy (its own origin; the page only talks to its origin).
+    const proxy = await startProxy();
+    const b = await newPage('b');
+    await session(b, alice, false, proxy.url);
+    const c = await newPage('c');
     await session(c, bob, true);
     step('three sessions live');
 
@@ -143,7 +186,32 @@ async function main() {
     };
     step('keyboard');
 
-    // 3. A reminder due in 3 s rings the bell in both of Alice's pages, not in Bob's.
+    // 3. B's connection drops: it reconnects with a fresh stream token and resumes after the
+    // last entry it saw, so a task created meanwhile still reaches it (its list is not
+    // reloaded on reconnect: only the resumed entry can bring the task).
+    const streamUrls = [];
+    b.on('request', (req) => {
+      if (req.url().includes('/feed/stream?')) {
+        const u = new URL(req.url());
+        streamUrls.push({ last_event_id: u.searchParams.get('last_event_id'), token: u.searchParams.has('access_token') });
+      }
+    });
+    proxy.cut();
+    const dropped = await b.locator('#live', { hasText: 'reconnecting' })
+      .waitFor({ timeout: 10000 }).then(() => true, () => false);
+    const missedTitle = `Missed ${unique()}`;
+    await a.fill('#title', missedTitle);
+    await a.focus('#title');
+    await a.keyboard.press('Enter');
+    await a.locator('#tasks li .task-title', { hasText: missedTitle }).waitFor({ timeout: 10000 });
+    proxy.restore();
+    const resumed = await b.locator('#tasks li .task-title', { hasText: missedTitle })
+      .waitFor({ timeout: 30000 }).then(() => true, () => false);
+    report.reconnect = { dropped, resumed, stream_urls: streamUrls };
+    proxy.close();
+    step('reconnect');
+
+    // 4. A reminder due in 3 s rings the bell in both of Alice's pages, not in Bob's.
     const at = new Date(Date.now() + 3000).toISOString();
     const r = await fetch(`${api}/tasks`, {
       method: 'POST',
@@ -167,7 +235,7 @@ async function main() {
       .waitFor({ timeout: 10000 }).then(() => true, () => false);
     step('reminder');
 
-    // 4. Phone width: nothing wider than the viewport.
+    // 5. Phone width: nothing wider than the viewport.
     report.phone_overflow = await a.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
   } catch (e) {
     report.error = String(e && e.stack ? e.stack : e);

@@ -18,18 +18,21 @@ use crate::app::AppState;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
+const ICON_SVG: &str = include_str!("icon.svg");
 
 /// The page's Content-Security-Policy (see the module docs).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
 
-/// `GET /`, `GET /app/app.js`, `GET /app/app.css`.
+/// `GET /`, `GET /app/app.js`, `GET /app/app.css`, `GET /app/icon.svg` (named by the page,
+/// so browsers do not ask for a `/favicon.ico` that would 404).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/app/app.js", get(app_js))
         .route("/app/app.css", get(app_css))
+        .route("/app/icon.svg", get(icon_svg))
 }
 
 /// `body` as `content_type` with the headers every asset carries. `no-cache` (revalidate)
@@ -72,4 +75,8 @@ async fn app_js() -> Response {
 
 async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn icon_svg() -> Response {
+    asset("image/svg+xml", ICON_SVG)
 }

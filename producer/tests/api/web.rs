@@ -15,6 +15,7 @@ async fn the_page_and_its_assets_are_served_with_their_headers() {
         ("/", "text/html; charset=utf-8"),
         ("/app/app.js", "text/javascript; charset=utf-8"),
         ("/app/app.css", "text/css; charset=utf-8"),
+        ("/app/icon.svg", "image/svg+xml"),
     ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
@@ -54,7 +55,7 @@ async fn the_page_routes_are_not_in_the_openapi_document() {
         .await
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for path in ["/", "/app/app.js", "/app/app.css"] {
+    for path in ["/", "/app/app.js", "/app/app.css", "/app/icon.svg"] {
         assert!(!paths.contains_key(path), "{path}");
     }
     // `?last_event_id=` is documented on the SSE stream as on the WebSocket.
