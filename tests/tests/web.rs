@@ -130,6 +130,18 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
         "{kb}"
     );
 
+    let lifecycle = &report["lifecycle"];
+    assert_eq!(lifecycle["reopened_in_b"], true, "{lifecycle}");
+    assert_eq!(lifecycle["deleted_in_b"], true, "{lifecycle}");
+    let searched = lifecycle["searched"].as_array().unwrap();
+    assert_eq!(searched.len(), 1, "only the match: {lifecycle}");
+    assert!(
+        searched[0]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Keyboard ")),
+        "{lifecycle}"
+    );
+
     let reconnect = &report["reconnect"];
     assert_eq!(reconnect["dropped"], true, "{reconnect}");
     assert_eq!(reconnect["resumed"], true, "{reconnect}");

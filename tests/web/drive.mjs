@@ -186,6 +186,31 @@ async function main() {
     };
     step('keyboard');
 
+    // Reopen and delete (keyboard again): the completed list shows it, Reopen brings it
+    // back to the open list, Delete removes it, in B too; the search box filters by `q`.
+    const row = (page, t) => page.locator('#tasks li', { has: page.locator('.task-title', { hasText: t }) });
+    await a.selectOption('#show', 'completed');
+    await row(a, kbTitle).waitFor({ timeout: 10000 });
+    await a.focus(`#tasks li[data-id] button[aria-label="Reopen ${kbTitle}"]`);
+    await a.keyboard.press('Enter');
+    await row(a, kbTitle).waitFor({ state: 'detached', timeout: 10000 });
+    await a.selectOption('#show', 'open');
+    await row(a, kbTitle).waitFor({ timeout: 10000 });
+    const reopenedInB = await row(b, kbTitle).waitFor({ timeout: 10000 }).then(() => true, () => false);
+    await a.fill('#search', kbTitle.split(' ')[1]);
+    await a.focus('#search');
+    await a.keyboard.press('Enter');
+    await a.locator('#tasks li .task-title', { hasText: title }).waitFor({ state: 'detached', timeout: 10000 });
+    const searched = await taskTitles(a);
+    await a.fill('#search', '');
+    await a.keyboard.press('Enter');
+    await a.focus(`#tasks li[data-id] button[aria-label="Delete ${kbTitle}"]`);
+    await a.keyboard.press('Enter');
+    await row(a, kbTitle).waitFor({ state: 'detached', timeout: 10000 });
+    const deletedInB = await row(b, kbTitle).waitFor({ state: 'detached', timeout: 10000 }).then(() => true, () => false);
+    report.lifecycle = { reopened_in_b: reopenedInB, searched, deleted_in_b: deletedInB };
+    step('reopen, search, delete');
+
     // 3. B's connection drops: it reconnects with a fresh stream token and resumes after the
     // last entry it saw, so a task created meanwhile still reaches it (its list is not
     // reloaded on reconnect: only the resumed entry can bring the task).

@@ -162,7 +162,7 @@ function renderTasks(items) {
       due.textContent = `due ${formatInstant(task.due_at)}`;
       li.append(due);
     }
-    const act = (verb, path, method) => async () => {
+    const act = (path, method) => async () => {
       try {
         await api(method, path);
       } catch (e) {
@@ -171,10 +171,10 @@ function renderTasks(items) {
       await loadTasks();
     };
     const toggle = task.status === 'completed'
-      ? button('Reopen', act('reopen', `/tasks/${task.id}/reopen`, 'POST'), `Reopen ${task.title}`)
-      : button('Complete', act('complete', `/tasks/${task.id}/complete`, 'POST'), `Complete ${task.title}`);
+      ? button('Reopen', act(`/tasks/${task.id}/reopen`, 'POST'), `Reopen ${task.title}`)
+      : button('Complete', act(`/tasks/${task.id}/complete`, 'POST'), `Complete ${task.title}`);
     toggle.dataset.key = `toggle-${task.id}`;
-    const del = button('Delete', act('delete', `/tasks/${task.id}`, 'DELETE'), `Delete ${task.title}`);
+    const del = button('Delete', act(`/tasks/${task.id}`, 'DELETE'), `Delete ${task.title}`);
     del.dataset.key = `delete-${task.id}`;
     li.append(toggle, del);
     return li;
