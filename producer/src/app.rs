@@ -32,7 +32,7 @@ use crate::{
     problem::ApiError,
     ratelimit::{AuthRateLimiter, SharedAuthRateLimiter},
     tasks::{handlers, store::purge_expired_idempotency_keys},
-    tokens, webhooks,
+    tokens, web, webhooks,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +154,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/notifications/{id}/read", post(inbox::handlers::mark_read))
         .route("/openapi.json", get(openapi_json))
+        // The web page: not API routes, so not in the OpenAPI document.
+        .merge(web::routes())
 }
 
 /// `routes` under the production middleware (outermost first): tracing,

@@ -9,7 +9,8 @@
 //! [`problem`] problem+json errors; [`openapi`]; [`metrics`]; [`middleware`]
 //! (panic catching, timeout); [`ratelimit`] signup/login limits; [`tokens`]
 //! personal access tokens and their scopes; [`feed`] the live stream of the
-//! user's feed (Server-Sent Events); [`inbox`] notifications and their read state.
+//! user's feed (Server-Sent Events); [`inbox`] notifications and their read state;
+//! [`web`] the web page for people (embedded static assets).
 
 pub mod app;
 pub mod audit;
@@ -26,6 +27,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod tasks;
 pub mod tokens;
+pub mod web;
 pub mod webhooks;
 
 pub use app::{router, AppState, Application};

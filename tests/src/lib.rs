@@ -15,6 +15,7 @@ pub mod email;
 pub mod events;
 pub mod mcp;
 pub mod metrics;
+pub mod npm;
 pub mod pgproxy;
 pub mod pyvenv;
 pub mod registry;

@@ -49,10 +49,12 @@ pub struct StreamTokenResponse {
 /// first: reload, then keep reading. An SSE comment is sent every heartbeat. When the
 /// credential expires or is revoked, or the server shuts down, `event: end`
 /// (`data: {"reason": "expired" | "revoked" | "shutdown"}`) is sent and the stream closes.
-/// Browsers: open it with `?access_token=` and a token of `POST /feed/stream-tokens`.
+/// Browsers: open it with `?access_token=` and a token of `POST /feed/stream-tokens`; a new
+/// `EventSource` cannot set `Last-Event-ID`, so `?last_event_id=` resumes too (the header
+/// wins when both are given: `EventSource` sends it on its own reconnects).
 #[utoipa::path(
     get, path = "/feed/stream", tag = "feed",
-    params(("Last-Event-ID" = Option<String>, Header)),
+    params(("Last-Event-ID" = Option<String>, Header), SocketQuery),
     responses(
         (status = 200, description = "The stream (never ends on its own but for `event: end`)",
          body = String, content_type = "text/event-stream"),
@@ -65,11 +67,15 @@ pub struct StreamTokenResponse {
 pub async fn open_stream(
     State(state): State<AppState>,
     caller: FeedCaller,
+    Query(query): Query<SocketQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let raw = match headers.get("last-event-id") {
+        Some(header) => Some(header.as_bytes()),
+        None => query.last_event_id.as_deref().map(str::as_bytes),
+    };
     let last_event_id =
-        parse_last_event_id(headers.get("last-event-id").map(HeaderValue::as_bytes))
-            .map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
+        parse_last_event_id(raw).map_err(|reason| ApiError::BadRequest(reason.to_owned()))?;
     let frames = open_frames(&state, caller, last_event_id)
         .await?
         .map(|out| Ok::<_, Infallible>(out.sse()));
@@ -103,7 +109,8 @@ async fn open_frames(
     }))
 }
 
-/// Where a WebSocket client resumes: browsers cannot set headers on a WebSocket either.
+/// Where a WebSocket client or a new `EventSource` resumes: browsers cannot set headers on
+/// either.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct SocketQuery {
     /// The `id` of the last entry received; entries after it come first, in order, once.

@@ -590,3 +590,62 @@ async fn openapi_documents_the_feed_and_inbox_routes() {
     }
     assert!(doc["components"]["schemas"]["NotificationPage"].is_object());
 }
+
+/// A new `EventSource` cannot set `Last-Event-ID`: a browser resumes with a fresh stream
+/// token and `?last_event_id=`, and gets exactly what it missed. The header wins over the
+/// query (it is what `EventSource` sends on its own reconnects); a malformed value is a 400.
+#[tokio::test]
+async fn a_stream_resumes_from_the_last_event_id_query_parameter() {
+    let app = spawn_app().await;
+    let (user, token) = app.new_user().await;
+    let seen = append(
+        &app.pool,
+        user,
+        "TaskCreated",
+        task_event("TaskCreated", "a"),
+    )
+    .await;
+    let missed = append(
+        &app.pool,
+        user,
+        "TaskUpdated",
+        task_event("TaskUpdated", "a"),
+    )
+    .await;
+
+    let stream: Value = stream_token(&app, &token).await.json().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/feed/stream"))
+        .query(&[
+            ("access_token", stream["token"].as_str().unwrap()),
+            ("last_event_id", &seen.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut s = SseStream::new(r);
+    s.expect_entry(missed, "TaskUpdated").await;
+    drop(s);
+
+    // Both given: the header's position (before `seen`) wins over the query's.
+    let r = app
+        .req(Method::GET, "/feed/stream", &token)
+        .header("last-event-id", (seen - 1).to_string())
+        .query(&[("last_event_id", missed.to_string())])
+        .send()
+        .await
+        .unwrap();
+    let mut s = SseStream::new(r);
+    s.expect_entry(seen, "TaskCreated").await;
+    drop(s);
+
+    let r = app
+        .req(Method::GET, "/feed/stream", &token)
+        .query(&[("last_event_id", "abc")])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::BAD_REQUEST).await;
+}

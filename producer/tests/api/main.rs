@@ -22,5 +22,6 @@ mod sse;
 mod tasks;
 mod timestamps;
 mod tokens;
+mod web;
 mod webhooks;
 mod ws;
