@@ -143,7 +143,9 @@ proptest! {
         // uses up one of the COUNT rather than pulling in a later occurrence.
         let expected: Vec<_> = all.iter().copied().filter(|t| !exdates.contains(t)).collect();
         prop_assert!(rest.iter().all(|t| !exdates.contains(t)));
-        if case.count.is_some() || rest.len() < TAKE {
+        // Exact when `all` is the whole set; when TAKE cut it short, `rest` may rightly go
+        // on past its end (fewer taken by exdates), so only the common prefix is comparable.
+        if all.len() < TAKE {
             prop_assert_eq!(&rest[..], &expected[..]);
         } else {
             prop_assert_eq!(&rest[..expected.len().min(rest.len())], &expected[..expected.len().min(rest.len())]);
