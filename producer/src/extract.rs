@@ -82,12 +82,13 @@ pub fn canonical_sha256(value: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// A `{id}` path segment that must be a UUID. An id that is not a UUID
-/// cannot name any task, so it is a 404 like any unknown id.
+/// A `{id}` path segment that must be a UUID (a task, token, notification or webhook
+/// endpoint). An id that is not a UUID cannot name anything, so it is a 404 like any
+/// unknown id.
 #[derive(Debug, Clone, Copy)]
-pub struct TaskId(pub Uuid);
+pub struct PathId(pub Uuid);
 
-impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -96,8 +97,22 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
                 .await
                 .map_err(|_| ApiError::NotFound)?;
         Uuid::parse_str(&raw)
-            .map(TaskId)
+            .map(PathId)
             .map_err(|_| ApiError::NotFound)
+    }
+}
+
+/// A task's `{id}` path segment ([`PathId`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        PathId::from_request_parts(parts, state)
+            .await
+            .map(|PathId(id)| TaskId(id))
     }
 }
 

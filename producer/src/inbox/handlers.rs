@@ -1,11 +1,10 @@
 //! The inbox routes: thin over [`super::store`].
 
 use axum::{
-    extract::{FromRequestParts, Query, State},
-    http::{request::Parts, Uri},
+    extract::{Query, State},
+    http::Uri,
     Json,
 };
-use uuid::Uuid;
 
 use super::{
     model::{
@@ -17,26 +16,9 @@ use super::{
 use crate::{
     app::AppState,
     auth::{ReadNotifications, Scoped},
+    extract::PathId,
     problem::{ApiError, Problem},
 };
-
-/// A `{id}` path segment naming a notification; not a UUID names nothing (404).
-#[derive(Debug, Clone, Copy)]
-pub struct NotificationId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for NotificationId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::NotFound)?;
-        Uuid::parse_str(&raw)
-            .map(NotificationId)
-            .map_err(|_| ApiError::NotFound)
-    }
-}
 
 /// The caller's notifications: unread first, then newest first.
 #[utoipa::path(
@@ -108,7 +90,7 @@ pub async fn unread_count(
 pub async fn mark_read(
     State(state): State<AppState>,
     user: Scoped<ReadNotifications>,
-    NotificationId(id): NotificationId,
+    PathId(id): PathId,
 ) -> Result<Json<NotificationResponse>, ApiError> {
     store::mark_read(&state.pool, &state.feed.notifier, user.user_id, id)
         .await?

@@ -2,12 +2,11 @@
 //! (login JWT) manages their personal access tokens.
 
 use axum::{
-    extract::{FromRequestParts, State},
-    http::{header, request::Parts, HeaderValue, StatusCode},
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
-use uuid::Uuid;
 
 use super::{
     model::{
@@ -19,7 +18,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::SessionUser,
-    extract::JsonBody,
+    extract::{JsonBody, PathId},
     problem::{ApiError, Problem},
 };
 
@@ -29,24 +28,6 @@ impl From<TokenStoreError> for ApiError {
             TokenStoreError::Sql(e) => ApiError::from(e),
             corrupt @ TokenStoreError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
         }
-    }
-}
-
-/// A `{id}` path segment naming a token; not a UUID means no such token.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for TokenId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::NotFound)?;
-        Uuid::parse_str(&raw)
-            .map(TokenId)
-            .map_err(|_| ApiError::NotFound)
     }
 }
 
@@ -129,7 +110,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     user: SessionUser,
-    TokenId(id): TokenId,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     if !store::revoke(&state.pool, user.user_id, id).await? {
         return Err(ApiError::NotFound);

@@ -2,13 +2,12 @@
 //! personal access tokens: an endpoint's secret is a credential of its own.
 
 use axum::{
-    extract::{FromRequestParts, State},
-    http::{header, request::Parts, HeaderValue, StatusCode},
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use taskflow_infra::webhook::{self, signing, target};
-use uuid::Uuid;
 
 use super::{
     model::{
@@ -20,27 +19,9 @@ use super::{
 use crate::{
     app::AppState,
     auth::SessionUser,
-    extract::JsonBody,
+    extract::{JsonBody, PathId},
     problem::{ApiError, FieldError, Problem},
 };
-
-/// A `{id}` path segment naming an endpoint; not a UUID names nothing (404).
-#[derive(Debug, Clone, Copy)]
-pub struct EndpointId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for EndpointId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::NotFound)?;
-        Uuid::parse_str(&raw)
-            .map(EndpointId)
-            .map_err(|_| ApiError::NotFound)
-    }
-}
 
 /// Register a webhook endpoint. The answer holds its signing secret, the only time it is
 /// shown. The URL must be https and must not be an internal address (checked again at every
@@ -121,7 +102,7 @@ pub async fn list_endpoints(
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     user: SessionUser,
-    EndpointId(id): EndpointId,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     if !store::delete(&state.pool, user.user_id, id).await? {
         return Err(ApiError::NotFound);
@@ -143,7 +124,7 @@ pub async fn delete_endpoint(
 pub async fn enable_endpoint(
     State(state): State<AppState>,
     user: SessionUser,
-    EndpointId(id): EndpointId,
+    PathId(id): PathId,
 ) -> Result<Json<WebhookEndpoint>, ApiError> {
     store::enable(&state.pool, user.user_id, id)
         .await?
@@ -170,7 +151,7 @@ pub async fn enable_endpoint(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     user: SessionUser,
-    EndpointId(id): EndpointId,
+    PathId(id): PathId,
     body: JsonBody,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     let overlap = validate_rotate(Some(&body.value)).map_err(ApiError::Validation)?;
@@ -200,7 +181,7 @@ pub async fn rotate_secret(
 pub async fn send_test(
     State(state): State<AppState>,
     user: SessionUser,
-    EndpointId(id): EndpointId,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let delivery_id = store::queue_test(&state.pool, user.user_id, id)
         .await?
@@ -230,7 +211,7 @@ pub async fn send_test(
 pub async fn list_deliveries(
     State(state): State<AppState>,
     user: SessionUser,
-    EndpointId(id): EndpointId,
+    PathId(id): PathId,
 ) -> Result<Json<DeliveryList>, ApiError> {
     store::deliveries(&state.pool, user.user_id, id)
         .await?
