@@ -35,6 +35,8 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, Ti
 use chrono_tz::Tz;
 use rrule::{Frequency, RRule, RRuleSet, Unvalidated};
 
+mod words;
+
 /// The most rule occurrences one evaluation walks through before giving up. An hourly rule
 /// anchored five decades ago is about this many (~10^5 per decade); beyond this bound an
 /// evaluation is refused rather than allowed to stall a worker.

@@ -103,6 +103,10 @@ pub fn routes() -> Router<AppState> {
             post(handlers::snooze_reminder),
         )
         .route("/tasks/{id}/history", get(audit::handlers::task_history))
+        .route(
+            "/recurrence/preview",
+            post(crate::recurrence::preview_recurrence),
+        )
         .route("/audit", get(audit::handlers::list_audit))
         .route(
             "/tokens",

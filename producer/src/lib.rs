@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod preferences;
 pub mod problem;
 pub mod ratelimit;
+pub mod recurrence;
 pub mod tasks;
 pub mod tokens;
 pub mod web;

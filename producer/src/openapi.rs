@@ -29,7 +29,7 @@ use utoipa::{
 };
 
 use crate::{
-    audit, auth, extract, feed, inbox, preferences, problem,
+    audit, auth, extract, feed, inbox, preferences, problem, recurrence,
     tasks::{self, validate},
     tokens, webhooks,
 };
@@ -48,6 +48,7 @@ use crate::{
         tasks::handlers::complete_task,
         tasks::handlers::reopen_task,
         tasks::handlers::snooze_reminder,
+        recurrence::preview_recurrence,
         audit::handlers::task_history,
         audit::handlers::list_audit,
         tokens::handlers::create_token,
@@ -94,6 +95,7 @@ use crate::{
         inbox::model::UnreadCount,
         inbox::model::ReadAllResponse,
         preferences::PreferencesBody,
+        recurrence::PreviewResponse,
         webhooks::model::WebhookEndpoint,
         webhooks::model::CreatedWebhookEndpoint,
         webhooks::model::WebhookEndpointList,
@@ -428,6 +430,23 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "RecurrencePreviewRequest",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["rrule", "tz"],
+                "properties": {
+                    "rrule": {"type": "string", "pattern": rrule(),
+                              "example": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"},
+                    "tz": {"type": "string", "enum": zones, "example": "Europe/Berlin"},
+                    "start": {"type": ["string", "null"], "format": "date-time",
+                              "pattern": "^(19|[2-8][0-9])[0-9]{2}-",
+                              "description": "The first instance's due date (years 1900 to 8999); default now."},
+                    "count": {"type": ["integer", "null"], "minimum": 1,
+                              "maximum": recurrence::MAX_PREVIEW,
+                              "description": "Occurrences to list after `start`; default 5."},
+                },
+            }),
+        ),
+        (
             "RecurrenceFromCompletionRequest",
             json!({
                 "description": "A recurrence on a task without `due_at`: only `from_completion` \
@@ -665,6 +684,7 @@ fn refine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         ("/tokens", "post") => Some("CreateAccessTokenRequest"),
         ("/webhooks", "post") => Some("CreateWebhookRequest"),
         ("/preferences", "put") => Some("PreferencesRequest"),
+        ("/recurrence/preview", "post") => Some("RecurrencePreviewRequest"),
         ("/webhooks/{id}/rotate-secret", "post") => Some("RotateSecretRequest"),
         ("/tasks/{id}/reminders/{rid}/snooze", "post") => Some("SnoozeRequest"),
         _ => None,

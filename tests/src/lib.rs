@@ -13,6 +13,7 @@ pub mod broker;
 pub mod db;
 pub mod email;
 pub mod events;
+pub mod inproc;
 pub mod mcp;
 pub mod metrics;
 pub mod npm;

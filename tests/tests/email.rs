@@ -14,7 +14,6 @@ use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use taskflow_infra::outbox::OutboxWaker;
 use taskflow_schemas::{examples, topics, Event, EventType};
 use taskflow_tests::{
     broker::{brokers, create_topic},
@@ -26,7 +25,7 @@ use taskflow_tests::{
 use taskflow_workers::delivery::email::{self, reminder_email, EmailSettings, PlannedEmail};
 use taskflow_workers::delivery::{store, DeliverySettings};
 use taskflow_workers::notifier::{self, NotifierSettings};
-use taskflow_workers::reminders::{self, ReminderSettings};
+use taskflow_workers::reminders;
 use taskflow_workers::runtime::WorkerHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -81,22 +80,8 @@ async fn setup(smtp_port: u16) -> Setup {
     create_topic(&brokers, &reminders_topic, 3).await;
     create_topic(&brokers, &topics::dlq(&group), 1).await;
     let sys = TestSystem::start(&brokers, &topic).await;
-    let reminders_group = unique("email-reminders-worker");
-    create_topic(&brokers, &topics::dlq(&reminders_group), 1).await;
-    let mut rs = ReminderSettings::new(&brokers, &reminders_group, &topic, &reminders_topic);
-    rs.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
     let stop_reminders = CancellationToken::new();
-    let reminders = reminders::spawn_reminders_worker(
-        rs,
-        sys.db.pool.clone(),
-        OutboxWaker::new(sys.db.pool.clone()),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop_reminders.clone(),
-    )
-    .unwrap();
+    let reminders = sys.spawn_reminders(&reminders_topic, &stop_reminders).await;
     Setup {
         sys,
         topic,

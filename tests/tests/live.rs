@@ -10,16 +10,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
 use serde_json::json;
-use taskflow_infra::outbox::OutboxWaker;
-use taskflow_schemas::topics;
 use taskflow_tests::{
     broker::{brokers, create_topic},
     sse::{Frame, SseStream},
     system::TestSystem,
     unique,
 };
-use taskflow_workers::notifier::{self, NotifierSettings};
-use taskflow_workers::reminders::{self, ReminderSettings};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -56,39 +52,10 @@ async fn two_streams_of_a_user_get_a_change_and_a_reminder_another_users_gets_no
     let sys = TestSystem::start(&brokers, &topic).await;
     let stop = CancellationToken::new();
 
-    let notifier_group = unique("notifier");
-    create_topic(&brokers, &topics::dlq(&notifier_group), 1).await;
-    let mut ns = NotifierSettings::new(
-        &brokers,
-        &notifier_group,
-        &[topic.as_str(), reminders_topic.as_str()],
-    );
-    ns.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-    let notifier = notifier::spawn_notifier(
-        ns,
-        sys.db.pool.clone(),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop.clone(),
-    )
-    .unwrap();
-    let reminders_group = unique("reminders");
-    create_topic(&brokers, &topics::dlq(&reminders_group), 1).await;
-    let mut rs = ReminderSettings::new(&brokers, &reminders_group, &topic, &reminders_topic);
-    rs.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-    let reminder_worker = reminders::spawn_reminders_worker(
-        rs,
-        sys.db.pool.clone(),
-        OutboxWaker::new(sys.db.pool.clone()),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop.clone(),
-    )
-    .unwrap();
+    let notifier = sys
+        .spawn_notifier(&[topic.as_str(), reminders_topic.as_str()], &stop, |_| {})
+        .await;
+    let reminder_worker = sys.spawn_reminders(&reminders_topic, &stop).await;
 
     let (alice, bob) = (sys.user().await, sys.user().await);
     let mut a1 = open(&sys, &alice).await;

@@ -10,20 +10,17 @@
 use std::{path::Path, process::Command};
 
 use serde_json::Value;
-use taskflow_infra::outbox::OutboxWaker;
 use taskflow_producer::web::CONTENT_SECURITY_POLICY;
-use taskflow_schemas::topics;
 use taskflow_tests::{
     broker::{brokers, create_topic},
     npm,
     system::TestSystem,
     unique,
 };
-use taskflow_workers::notifier::{self, NotifierSettings};
-use taskflow_workers::reminders::{self, ReminderSettings};
 use tokio_util::sync::CancellationToken;
 
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.2";
+const AXE_CORE_VERSION: &str = "4.14.1";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,40 +39,15 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
     create_topic(&brokers, &reminders_topic, 3).await;
     let sys = TestSystem::start(&brokers, &topic).await;
     let stop = CancellationToken::new();
-
-    let notifier_group = unique("notifier");
-    create_topic(&brokers, &topics::dlq(&notifier_group), 1).await;
-    let mut ns = NotifierSettings::new(
-        &brokers,
-        &notifier_group,
-        &[topic.as_str(), reminders_topic.as_str()],
-    );
-    ns.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-    let notifier = notifier::spawn_notifier(
-        ns,
-        sys.db.pool.clone(),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop.clone(),
-    )
-    .unwrap();
-    let reminders_group = unique("reminders");
-    create_topic(&brokers, &topics::dlq(&reminders_group), 1).await;
-    let mut rs = ReminderSettings::new(&brokers, &reminders_group, &topic, &reminders_topic);
-    rs.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-    let reminder_worker = reminders::spawn_reminders_worker(
-        rs,
-        sys.db.pool.clone(),
-        OutboxWaker::new(sys.db.pool.clone()),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop.clone(),
-    )
-    .unwrap();
+    let notifier = sys
+        .spawn_notifier(&[topic.as_str(), reminders_topic.as_str()], &stop, |_| {})
+        .await;
+    let reminder_worker = sys.spawn_reminders(&reminders_topic, &stop).await;
+    let recurrence_worker = sys.spawn_recurrence(&stop).await;
+    let audit_worker = sys
+        .spawn_audit(&[topic.as_str(), reminders_topic.as_str()], &stop)
+        .await;
+    let axe = npm::package("axe-core", AXE_CORE_VERSION);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("web")
@@ -87,6 +59,12 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
             .arg(script)
             .arg(api)
             .env("PLAYWRIGHT_CORE", playwright)
+            .env("AXE_CORE", axe)
+            // Set to a directory to refresh the screenshots under docs/ (see the README).
+            .env(
+                "SCREENSHOTS",
+                std::env::var("TASKFLOW_WEB_SCREENSHOTS").unwrap_or_default(),
+            )
             .env("CHROMIUM", CHROMIUM)
             .output()
             .expect("run node (Node.js is required)")
@@ -158,6 +136,105 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
     assert_eq!(reminder["bell_other"], "0", "{reminder}");
     assert_eq!(reminder["read_b"], true, "{reminder}");
 
+    let words = &report["words"];
+    assert_eq!(
+        words["preset"],
+        format!(
+            "Repeats every weekday at 09:00 ({}).",
+            report["zone"].as_str().unwrap()
+        ),
+        "{words}"
+    );
+    assert_eq!(words["preset_next"], 3, "{words}");
+    assert!(
+        words["custom"]
+            .as_str()
+            .unwrap()
+            .starts_with("Repeats every month on the first Monday at 09:00"),
+        "{words}"
+    );
+    assert_eq!(words["custom_select"], "custom", "{words}");
+    assert!(
+        words["invalid"].as_str().unwrap().contains("invalid RRULE"),
+        "{words}"
+    );
+    let badges = words["badges"].as_str().unwrap();
+    for b in ["high", "repeats", "#work", "#daily"] {
+        assert!(badges.contains(b), "{b} in {badges:?}");
+    }
+
+    let recurring = &report["recurring"];
+    assert_eq!(recurring["next_in_a"], true, "{recurring}");
+    assert_eq!(recurring["next_in_b"], true, "{recurring}");
+    let series = &report["series"];
+    assert_eq!(series["visible"], true, "{series}");
+    assert!(
+        series["words"]
+            .as_str()
+            .unwrap()
+            .starts_with("Repeats every weekday at 09:00"),
+        "{series}"
+    );
+    assert_eq!(series["next"].as_array().unwrap().len(), 3, "{series}");
+    let instances = series["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{series}");
+    assert!(
+        instances
+            .iter()
+            .any(|i| i.as_str().unwrap().ends_with("open (this one)")),
+        "{series}"
+    );
+    let history = report["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.as_str().unwrap().starts_with("Created")),
+        "{history:?}"
+    );
+    assert_eq!(
+        report["reminder_words"][0], "15 minutes before the due dateRemove",
+        "{report:#}"
+    );
+    assert!(
+        report["reminder_badge"]
+            .as_str()
+            .unwrap()
+            .contains("1 reminder"),
+        "{report:#}"
+    );
+    assert_eq!(report["dialog_closed"], true);
+
+    let conflict = &report["conflict"];
+    assert_eq!(conflict["shown"], true, "{conflict}");
+    assert!(
+        conflict["text"]
+            .as_str()
+            .unwrap()
+            .contains("Someone saved version 2"),
+        "{conflict}"
+    );
+    let fields = conflict["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "only the title differs: {conflict}");
+    assert_eq!(fields[0][0], "Title");
+    assert!(
+        fields[0][1].as_str().unwrap().ends_with(" by B"),
+        "{conflict}"
+    );
+    assert!(
+        fields[0][2].as_str().unwrap().ends_with(" by A"),
+        "{conflict}"
+    );
+    assert_eq!(conflict["focus"], "conflict-theirs", "{conflict}");
+    assert!(
+        conflict["saved_title"].as_str().unwrap().ends_with(" by A"),
+        "{conflict}"
+    );
+    assert_eq!(conflict["b_sees"], true, "{conflict}");
+
+    // axe-core on the log-in page, the task list, the inbox, the task dialog and the
+    // conflict: no serious or critical violation.
+    assert_eq!(report["axe"], serde_json::json!([]), "{:#}", report["axe"]);
+
     assert_eq!(report["phone_overflow"], false, "wider than a phone");
     // No CSP violation, failed asset or script error anywhere; the only errors allowed are
     // page B's failed connections while its network was cut on purpose.
@@ -178,4 +255,6 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
     stop.cancel();
     notifier.join().await.unwrap();
     reminder_worker.join().await.unwrap();
+    recurrence_worker.join().await.unwrap();
+    audit_worker.join().await.unwrap();
 }

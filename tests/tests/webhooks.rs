@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use taskflow_infra::outbox::OutboxWaker;
 use taskflow_infra::webhook::target::TargetPolicy;
-use taskflow_schemas::topics;
 use taskflow_tests::{
     broker::{brokers, create_topic},
     system::TestSystem,
@@ -23,8 +21,6 @@ use taskflow_tests::{
     webhooks::{Behaviour, Receiver},
 };
 use taskflow_workers::delivery::DeliverySettings;
-use taskflow_workers::notifier::{self, NotifierSettings};
-use taskflow_workers::reminders::{self, ReminderSettings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -34,7 +30,7 @@ struct Setup {
     sys: TestSystem,
     stop: CancellationToken,
     notifier: Option<taskflow_workers::runtime::WorkerHandle>,
-    reminders: Option<reminders::RemindersWorker>,
+    reminders: Option<taskflow_workers::reminders::RemindersWorker>,
 }
 
 /// The API and relay, and the notifier with `delivery` (private targets allowed unless the
@@ -48,43 +44,17 @@ async fn setup_with(delivery: DeliverySettings, with_reminders: bool) -> Setup {
     let brokers = brokers();
     let topic = unique("webhooks-task-events");
     let reminders = unique("webhooks-reminders");
-    let group = unique("webhooks-notifier");
     create_topic(&brokers, &topic, 3).await;
     create_topic(&brokers, &reminders, 3).await;
-    create_topic(&brokers, &topics::dlq(&group), 1).await;
     let sys = TestSystem::start(&brokers, &topic).await;
-    let mut ns = NotifierSettings::new(&brokers, &group, &[topic.as_str(), reminders.as_str()]);
-    ns.runtime
-        .consumer_overrides
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-    ns.delivery = delivery;
     let stop = CancellationToken::new();
-    let notifier = notifier::spawn_notifier(
-        ns,
-        sys.db.pool.clone(),
-        sys.codec.clone(),
-        &prometheus::Registry::new(),
-        stop.clone(),
-    )
-    .unwrap();
+    let notifier = sys
+        .spawn_notifier(&[topic.as_str(), reminders.as_str()], &stop, |ns| {
+            ns.delivery = delivery;
+        })
+        .await;
     let reminders = if with_reminders {
-        let group = unique("webhooks-reminders");
-        create_topic(&brokers, &topics::dlq(&group), 1).await;
-        let mut rs = ReminderSettings::new(&brokers, &group, &topic, &reminders);
-        rs.runtime
-            .consumer_overrides
-            .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-        Some(
-            reminders::spawn_reminders_worker(
-                rs,
-                sys.db.pool.clone(),
-                OutboxWaker::new(sys.db.pool.clone()),
-                sys.codec.clone(),
-                &prometheus::Registry::new(),
-                stop.clone(),
-            )
-            .unwrap(),
-        )
+        Some(sys.spawn_reminders(&reminders, &stop).await)
     } else {
         None
     };

@@ -3,8 +3,10 @@
 // bound (latency) are measured here but judged by the Rust test.
 //
 // Usage: node drive.mjs <api url>   (env: PLAYWRIGHT_CORE = the playwright-core directory,
-// CHROMIUM = the browser binary)
+// AXE_CORE = the axe-core directory, CHROMIUM = the browser binary, SCREENSHOTS = a
+// directory to write the README's screenshots into, or empty)
 
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,6 +14,8 @@ import path from 'node:path';
 const api = process.argv[2];
 const require = createRequire(path.join(process.env.PLAYWRIGHT_CORE, 'node_modules', 'x.js'));
 const { chromium } = require('playwright-core');
+const AXE_SOURCE = fs.readFileSync(path.join(process.env.AXE_CORE, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+const SHOTS = process.env.SCREENSHOTS || '';
 
 const report = { steps: [] };
 const step = (name) => report.steps.push(name);
@@ -93,6 +97,36 @@ function startProxy() {
   });
 }
 
+/** axe-core on the page as it is now: the serious and critical violations. The script goes
+ * in through the DevTools protocol (evaluate), which the page's CSP does not govern. */
+async function audit(page, view) {
+  await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => ({ view, id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+}
+
+/** Desktop and phone-width screenshots of `page` as it is now, when asked for. */
+async function shoot(page, name) {
+  if (!SHOTS) return;
+  const size = page.viewportSize();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.screenshot({ path: path.join(SHOTS, `${name}-desktop.png`) });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: path.join(SHOTS, `${name}-phone.png`) });
+  await page.setViewportSize(size);
+}
+
+/** `datetime-local` value `days` from now at `hh:mm`, in the browser's zone. */
+const localAt = (page, days, hh, mm) => page.evaluate(([d, h, m]) => {
+  const t = new Date();
+  t.setDate(t.getDate() + d);
+  t.setHours(h, m, 0, 0);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())}T${p(t.getHours())}:${p(t.getMinutes())}`;
+}, [days, hh, mm]);
+
 const taskTitles = (page) => page.$$eval('#tasks li .task-title', (els) => els.map((e) => e.textContent));
 
 async function main() {
@@ -120,6 +154,7 @@ async function main() {
       nosniff: headers['x-content-type-options'],
       referrer_policy: headers['referrer-policy'],
     };
+    report.zone = await a.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);
     step('page loaded');
 
     const alice = `alice-${unique()}@example.test`;
@@ -260,7 +295,120 @@ async function main() {
       .waitFor({ timeout: 10000 }).then(() => true, () => false);
     step('reminder');
 
-    // 5. Phone width: nothing wider than the viewport.
+    // 5. Plain words next to the RRULE, from the worker's engine: presets, a custom rule and
+    // a broken one, in the new-task form.
+    const words = {};
+    await a.fill('#title', `Standup ${unique()}`);
+    const standup = await a.inputValue('#title');
+    await a.fill('#due', await localAt(a, 1, 9, 0));
+    await a.selectOption('#repeat', 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR');
+    await a.locator('#rrule-words', { hasText: 'every weekday at 09:00' }).waitFor({ timeout: 10000 });
+    words.preset = await a.textContent('#rrule-words');
+    words.preset_next = await a.$$eval('#rrule-next li', (els) => els.length);
+    await a.fill('#rrule', 'FREQ=MONTHLY;BYDAY=1MO');
+    await a.locator('#rrule-words', { hasText: 'first Monday' }).waitFor({ timeout: 10000 });
+    words.custom = await a.textContent('#rrule-words');
+    words.custom_select = await a.inputValue('#repeat');
+    await a.fill('#rrule', 'FREQ=SOMETIMES');
+    await a.locator('#rrule[aria-invalid="true"]').waitFor({ timeout: 10000 });
+    words.invalid = await a.textContent('#rrule-words');
+    await a.selectOption('#repeat', 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR');
+    await a.locator('#rrule-words', { hasText: 'every weekday' }).waitFor({ timeout: 10000 });
+    await a.selectOption('#priority', 'high');
+    await a.fill('#tags', 'work, daily');
+    await a.focus('#title');
+    await a.keyboard.press('Enter');
+    await row(a, standup).waitFor({ timeout: 10000 });
+    words.badges = await row(a, standup).locator('.meta').textContent();
+    report.words = words;
+    step('recurrence words');
+
+    // 6. Completing the recurring task brings its next instance into both pages.
+    const firstId = await row(a, standup).getAttribute('data-id');
+    await a.click(`#tasks li[data-id="${firstId}"] button[aria-label="Complete ${standup}"]`);
+    const nextRow = (p) => p.locator(`#tasks li:not([data-id="${firstId}"])`, { has: p.locator('.task-title', { hasText: standup }) });
+    const nextInA = await nextRow(a).waitFor({ timeout: 30000 }).then(() => true, () => false);
+    const nextInB = await nextRow(b).waitFor({ timeout: 30000 }).then(() => true, () => false);
+    const nextId = nextInA ? await nextRow(a).getAttribute('data-id') : null;
+    report.recurring = { next_in_a: nextInA, next_in_b: nextInB };
+    step('next instance');
+
+    // 7. The task dialog: series (next occurrences, instances) and history (from the audit
+    // worker), then a reminder added in plain words.
+    await a.click(`#tasks li[data-id="${nextId}"] button[aria-label="Open ${standup}"]`);
+    await a.locator('#detail[open]').waitFor({ timeout: 10000 });
+    await a.locator('#series-instances li', { hasText: 'completed' }).waitFor({ timeout: 20000 });
+    report.series = {
+      visible: await a.isVisible('#series'),
+      words: await a.textContent('#series-words'),
+      next: await a.$$eval('#series-next li', (els) => els.map((e) => e.textContent)),
+      instances: await a.$$eval('#series-instances li', (els) => els.map((e) => e.textContent)),
+    };
+    // The history fills in as the audit worker records the events; a live entry refreshes it.
+    await a.locator('#history li', { hasText: 'Created' }).waitFor({ timeout: 30000 }).catch(() => {});
+    report.history = await a.$$eval('#history > li', (els) => els.map((e) => e.textContent));
+    if (SHOTS) await shoot(a, 'task');
+    report.axe = (await audit(a, 'task dialog'));
+    await a.fill('#edit-remind-before', '15');
+    await a.click('#edit-add-before');
+    report.reminder_words = await a.$$eval('#edit-reminders li', (els) => els.map((e) => e.textContent));
+    await a.click('#edit-save');
+    await a.locator('#detail-message', { hasText: 'Saved.' }).waitFor({ timeout: 10000 });
+    const badge = a.locator(`#tasks li[data-id="${nextId}"] .meta`);
+    await badge.filter({ hasText: '1 reminder' }).waitFor({ timeout: 10000 }).catch(() => {});
+    report.reminder_badge = await badge.textContent();
+    await a.keyboard.press('Escape');
+    await a.locator('#detail[open]').waitFor({ state: 'detached', timeout: 10000 }).catch(() => {});
+    report.dialog_closed = !(await a.evaluate(() => document.getElementById('detail').open));
+    step('dialog');
+
+    // 8. Edit in two pages at once: B saves first; A, still editing the version it opened,
+    // meets the 412, sees B's version and keeps its own.
+    const editTitle = `Edit ${unique()}`;
+    await fetch(`${api}/tasks`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: editTitle }),
+    });
+    await row(a, editTitle).waitFor({ timeout: 10000 });
+    await row(b, editTitle).waitFor({ timeout: 10000 });
+    await a.click(`#tasks li button[aria-label="Open ${editTitle}"]`);
+    await b.click(`#tasks li button[aria-label="Open ${editTitle}"]`);
+    await a.fill('#edit-title', `${editTitle} by A`);
+    await b.fill('#edit-title', `${editTitle} by B`);
+    await b.click('#edit-save');
+    await b.locator('#detail-message', { hasText: 'Saved.' }).waitFor({ timeout: 10000 });
+    await b.keyboard.press('Escape');
+    await a.click('#edit-save');
+    const conflict = {};
+    conflict.shown = await a.locator('#conflict').waitFor({ timeout: 10000 }).then(() => true, () => false);
+    conflict.text = await a.textContent('#conflict-text');
+    conflict.fields = await a.$$eval('#conflict-fields tr', (els) => els.map((e) => Array.from(e.children).map((c) => c.textContent)));
+    conflict.focus = await a.evaluate(() => document.activeElement && document.activeElement.id);
+    report.axe.push(...(await audit(a, 'conflict')));
+    if (SHOTS) await shoot(a, 'conflict');
+    await a.click('#conflict-mine');
+    await a.locator('#detail-message', { hasText: 'Saved.' }).waitFor({ timeout: 10000 });
+    conflict.saved_title = await a.inputValue('#edit-title');
+    conflict.b_sees = await row(b, `${editTitle} by A`).waitFor({ timeout: 10000 }).then(() => true, () => false);
+    await a.keyboard.press('Escape');
+    report.conflict = conflict;
+    step('conflict');
+
+    // 9. The other views: axe on the list and the inbox, and on a logged-out page.
+    report.axe.push(...(await audit(a, 'tasks')));
+    if (SHOTS) await shoot(a, 'tasks');
+    await a.focus('#bell');
+    await a.keyboard.press('Enter');
+    await a.locator('#inbox').waitFor({ timeout: 10000 });
+    report.axe.push(...(await audit(a, 'inbox')));
+    const d = await newPage('d');
+    await d.goto(`${api}/`);
+    report.axe.push(...(await audit(d, 'log in')));
+    if (SHOTS) await shoot(d, 'login');
+    step('accessibility');
+
+    // 10. Phone width: nothing wider than the viewport.
     report.phone_overflow = await a.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
   } catch (e) {
     report.error = String(e && e.stack ? e.stack : e);

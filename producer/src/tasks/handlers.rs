@@ -163,6 +163,8 @@ pub struct ListParamsDoc {
     due_before: Option<String>,
     /// Case-insensitive substring of title or description.
     q: Option<String>,
+    /// Instances of this recurring series only (`series_id` of a task).
+    series_id: Option<uuid::Uuid>,
     /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
     /// `next_cursor` of the previous page.

@@ -359,6 +359,9 @@ pub async fn list_tasks<'e>(
     if let Some(p) = q.priority {
         b.push(" AND priority = ").push_bind(priority_str(p));
     }
+    if let Some(id) = q.series_id {
+        b.push(" AND series_id = ").push_bind(id);
+    }
     if let Some(t) = q.due_after {
         b.push(" AND due_at > ").push_bind(t);
     }

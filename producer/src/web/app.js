@@ -28,8 +28,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = { Accept: 'application/json' };
+async function api(method, path, body, extraHeaders) {
+  const headers = { Accept: 'application/json', ...(extraHeaders || {}) };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const resp = await fetch(path, {
@@ -106,6 +106,7 @@ function loggedOut(message) {
   if (state.source) state.source.close();
   state.source = null;
   clearTimeout(state.retry);
+  closeDetail();
   $('tasks').replaceChildren();
   $('notifications').replaceChildren();
   $('app').hidden = true;
@@ -114,6 +115,152 @@ function loggedOut(message) {
   setLive('offline');
   showMessage(message || '');
   $('email').focus();
+}
+
+// --- Plain words ----------------------------------------------------------------------------
+
+/** The browser's IANA zone: recurrence rules are evaluated on its wall clock. */
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+
+/** `YYYY-MM-DDTHH:MM` for a datetime-local input, in the browser's zone. */
+function isoToLocalInput(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+const UNITS = [['W', 'week'], ['D', 'day'], ['H', 'hour'], ['M', 'minute'], ['S', 'second']];
+
+/** `PT1H30M` -> "1 hour 30 minutes". */
+function durationWords(iso) {
+  const m = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$/.exec(iso || '');
+  if (!m) return iso;
+  const parts = [];
+  UNITS.forEach(([, unit], i) => {
+    const n = Number(m[i + 1] || 0);
+    if (n) parts.push(`${n} ${unit}${n === 1 ? '' : 's'}`);
+  });
+  return parts.length ? parts.join(' ') : '0 minutes';
+}
+
+/** A reminder in plain words: "15 minutes before the due date" or "at <local time>". */
+function reminderWords(r) {
+  let words = r.before ? `${durationWords(r.before)} before the due date` : `at ${formatInstant(r.at)}`;
+  if (r.snoozed_until) words += `, snoozed until ${formatInstant(r.snoozed_until)}`;
+  return words;
+}
+
+const EVENT_WORDS = {
+  TaskCreated: 'Created',
+  TaskUpdated: 'Changed',
+  TaskCompleted: 'Completed',
+  TaskReopened: 'Reopened',
+  TaskDeleted: 'Deleted',
+  ReminderSnoozed: 'Reminder snoozed',
+  ReminderDue: 'Reminder rang',
+};
+
+function shortValue(v) {
+  if (v === null || v === undefined || v === '') return 'none';
+  if (typeof v === 'string') {
+    const d = /^\d{4}-\d\d-\d\dT/.test(v) ? new Date(v) : null;
+    if (d && !Number.isNaN(d.getTime())) return d.toLocaleString();
+    return v.length > 60 ? `${v.slice(0, 57)}...` : v;
+  }
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v.join(', ') || 'none';
+  if (v && typeof v === 'object' && v.rrule) return v.rrule;
+  const text = JSON.stringify(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+// --- Recurrence editor (the new-task form and the edit dialog share it) ---------------------
+
+const PRESETS = [
+  ['', 'Does not repeat'],
+  ['FREQ=DAILY', 'Every day'],
+  ['FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR', 'Every weekday'],
+  ['FREQ=WEEKLY', 'Every week'],
+  ['FREQ=MONTHLY', 'Every month'],
+  ['FREQ=YEARLY', 'Every year'],
+  ['custom', 'Custom rule'],
+];
+
+/** Wires a preset select, an RRULE field, its plain-words line and its next-occurrences
+ * list; `dueOf()` gives the due input's value (the rule's anchor). Returns `{ set(rrule),
+ * value() }`. The words come from `POST /recurrence/preview`, the worker's own engine. */
+function recurrenceEditor(prefix, dueOf) {
+  const select = $(`${prefix}repeat`);
+  const input = $(`${prefix}rrule`);
+  const words = $(`${prefix}rrule-words`);
+  const next = $(`${prefix}rrule-next`);
+  select.replaceChildren(...PRESETS.map(([value, label]) => {
+    const o = document.createElement('option');
+    o.value = value;
+    o.textContent = label;
+    return o;
+  }));
+  let timer = null;
+  let asked = 0;
+  words.textContent = 'Does not repeat.';
+  const preview = async () => {
+    const rrule = input.value.trim();
+    const ticket = ++asked;
+    input.removeAttribute('aria-invalid');
+    next.replaceChildren();
+    if (!rrule) {
+      words.textContent = 'Does not repeat.';
+      return;
+    }
+    const body = { rrule, tz: ZONE };
+    const due = dueOf();
+    if (due) body.start = localToRfc3339(due);
+    try {
+      const p = await api('POST', '/recurrence/preview', body);
+      if (ticket !== asked) return;
+      words.textContent = `Repeats ${p.description} (${ZONE}).`;
+      next.replaceChildren(...p.next.slice(0, 3).map((t) => {
+        const li = document.createElement('li');
+        li.textContent = formatInstant(t);
+        return li;
+      }));
+    } catch (e) {
+      if (ticket !== asked) return;
+      input.setAttribute('aria-invalid', 'true');
+      words.textContent = e.message;
+    }
+  };
+  const later = () => {
+    clearTimeout(timer);
+    timer = setTimeout(preview, 250);
+  };
+  const syncPreset = () => {
+    const rrule = input.value.trim().replace(/^RRULE:/i, '');
+    const preset = PRESETS.find(([v]) => v === rrule && v !== 'custom');
+    select.value = preset ? preset[0] : 'custom';
+  };
+  select.addEventListener('change', () => {
+    if (select.value !== 'custom') input.value = select.value;
+    else input.focus();
+    preview();
+  });
+  input.addEventListener('input', () => {
+    syncPreset();
+    later();
+  });
+  return {
+    set(rrule) {
+      input.value = rrule || '';
+      syncPreset();
+      preview();
+    },
+    value: () => input.value.trim(),
+    refresh: later,
+  };
+}
+
+function parseTags(text) {
+  return text.split(',').map((t) => t.trim()).filter(Boolean);
 }
 
 // --- Tasks --------------------------------------------------------------------------------
@@ -144,6 +291,13 @@ function button(label, onClick, extra) {
   return b;
 }
 
+function span(className, text) {
+  const s = document.createElement('span');
+  s.className = className;
+  s.textContent = text;
+  return s;
+}
+
 function renderTasks(items) {
   const list = $('tasks');
   const focused = document.activeElement && document.activeElement.dataset.key;
@@ -151,17 +305,18 @@ function renderTasks(items) {
     const li = document.createElement('li');
     li.dataset.id = task.id;
     li.className = task.status === 'completed' ? 'task done' : 'task';
-    const title = document.createElement('span');
-    title.className = 'task-title';
     // textContent, never innerHTML: titles are user input.
-    title.textContent = task.title;
-    li.append(title);
-    if (task.due_at) {
-      const due = document.createElement('span');
-      due.className = 'due';
-      due.textContent = `due ${formatInstant(task.due_at)}`;
-      li.append(due);
+    li.append(span('task-title', task.title));
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    if (task.due_at) meta.append(span('due', `due ${formatInstant(task.due_at)}`));
+    if (task.priority !== 'medium') meta.append(span(`badge ${task.priority}`, task.priority));
+    if (task.recurrence) meta.append(span('badge', 'repeats'));
+    if (task.reminders.length) {
+      meta.append(span('badge', `${task.reminders.length} reminder${task.reminders.length === 1 ? '' : 's'}`));
     }
+    for (const tag of task.tags) meta.append(span('tag', `#${tag}`));
+    li.append(meta);
     const act = (path, method) => async () => {
       try {
         await api(method, path);
@@ -170,13 +325,15 @@ function renderTasks(items) {
       }
       await loadTasks();
     };
+    const open = button('Open', () => openDetail(task.id), `Open ${task.title}`);
+    open.dataset.key = `open-${task.id}`;
     const toggle = task.status === 'completed'
       ? button('Reopen', act(`/tasks/${task.id}/reopen`, 'POST'), `Reopen ${task.title}`)
       : button('Complete', act(`/tasks/${task.id}/complete`, 'POST'), `Complete ${task.title}`);
     toggle.dataset.key = `toggle-${task.id}`;
     const del = button('Delete', act(`/tasks/${task.id}`, 'DELETE'), `Delete ${task.title}`);
     del.dataset.key = `delete-${task.id}`;
-    li.append(toggle, del);
+    li.append(open, toggle, del);
     return li;
   });
   if (rows.length === 0) {
@@ -192,11 +349,17 @@ function renderTasks(items) {
   }
 }
 
+const newRecurrence = recurrenceEditor('', () => $('due').value);
+
 async function createTask(event) {
   event.preventDefault();
-  const body = { title: $('title').value.trim() };
+  const body = { title: $('title').value.trim(), priority: $('priority').value };
   const due = $('due').value;
   if (due) body.due_at = localToRfc3339(due);
+  const tags = parseTags($('tags').value);
+  if (tags.length) body.tags = tags;
+  const rrule = newRecurrence.value();
+  if (rrule) body.recurrence = { rrule, tz: ZONE, mode: due ? 'from_due' : 'from_completion' };
   const before = $('remind-before').value;
   const at = $('remind-at').value;
   if (before && !due) {
@@ -215,8 +378,309 @@ async function createTask(event) {
     return;
   }
   $('new-task').reset();
+  newRecurrence.set('');
   $('title').focus();
   await loadTasks();
+}
+
+// --- One task: edit, series, history ------------------------------------------------------
+
+const detail = {
+  task: null, // the version the form was filled from
+  dirty: false,
+  reminders: [], // the form's reminders: { id?, before? | at?, snoozed_until? }
+  pending: null, // the patch that met a 412
+  opener: null,
+};
+
+const editRecurrence = recurrenceEditor('edit-', () => $('edit-due').value);
+
+function detailMessage(text) {
+  $('detail-message').textContent = text;
+}
+
+async function openDetail(id) {
+  detail.opener = document.activeElement;
+  let task;
+  try {
+    task = await api('GET', `/tasks/${id}`);
+  } catch (e) {
+    showMessage(e.message);
+    return;
+  }
+  fillForm(task);
+  detailMessage('');
+  $('conflict').hidden = true;
+  const dialog = $('detail');
+  if (!dialog.open) dialog.showModal();
+  $('edit-title').focus();
+  await Promise.all([loadSeries(task), loadHistory(task.id)]);
+}
+
+function closeDetail() {
+  const dialog = $('detail');
+  if (dialog.open) dialog.close();
+}
+
+function fillForm(task) {
+  detail.task = task;
+  detail.dirty = false;
+  $('detail-title').textContent = task.title;
+  $('edit-title').value = task.title;
+  $('edit-description').value = task.description || '';
+  $('edit-due').value = isoToLocalInput(task.due_at);
+  $('edit-priority').value = task.priority;
+  $('edit-tags').value = task.tags.join(', ');
+  $('edit-mode').value = task.recurrence ? task.recurrence.mode : (task.due_at ? 'from_due' : 'from_completion');
+  editRecurrence.set(task.recurrence ? task.recurrence.rrule : '');
+  detail.reminders = task.reminders.map((r) => ({ ...r }));
+  renderReminders();
+}
+
+function renderReminders() {
+  const rows = detail.reminders.map((r, i) => {
+    const li = document.createElement('li');
+    const words = reminderWords(r);
+    li.append(span('task-title', words));
+    li.append(button('Remove', () => {
+      detail.reminders.splice(i, 1);
+      detail.dirty = true;
+      renderReminders();
+      $('edit-remind-before').focus();
+    }, `Remove reminder ${words}`));
+    return li;
+  });
+  if (rows.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'No reminders.';
+    rows.push(li);
+  }
+  $('edit-reminders').replaceChildren(...rows);
+}
+
+/** The form as the task's fields, in the API's shapes. */
+function formFields() {
+  const due = $('edit-due').value;
+  const rrule = editRecurrence.value();
+  const recurrence = rrule
+    ? {
+      rrule,
+      tz: (detail.task.recurrence && detail.task.recurrence.tz) || ZONE,
+      mode: $('edit-mode').value,
+      exdates: detail.task.recurrence ? detail.task.recurrence.exdates : [],
+    }
+    : null;
+  return {
+    title: $('edit-title').value.trim(),
+    description: $('edit-description').value.trim() || null,
+    due_at: due ? localToRfc3339(due) : null,
+    priority: $('edit-priority').value,
+    tags: parseTags($('edit-tags').value),
+    recurrence,
+    reminders: detail.reminders.map((r) => {
+      // Unchanged reminders keep their id (and so their snooze) and their own channels.
+      const out = r.before ? { id: r.id, before: r.before } : { id: r.id, at: r.at };
+      if (r.channels) out.channels = r.channels;
+      return out;
+    }),
+  };
+}
+
+const sameInstant = (a, b) => (a === null || b === null ? a === b : new Date(a).getTime() === new Date(b).getTime());
+
+/** The fields of `fields` that differ from `task` (a merge patch). */
+function diff(task, fields) {
+  const patch = {};
+  if (fields.title !== task.title) patch.title = fields.title;
+  if (fields.description !== (task.description || null)) patch.description = fields.description;
+  if (!sameInstant(fields.due_at, task.due_at || null)) patch.due_at = fields.due_at;
+  if (fields.priority !== task.priority) patch.priority = fields.priority;
+  if (JSON.stringify(fields.tags) !== JSON.stringify(task.tags)) patch.tags = fields.tags;
+  const rec = task.recurrence ? { rrule: task.recurrence.rrule, mode: task.recurrence.mode } : null;
+  const mine = fields.recurrence ? { rrule: fields.recurrence.rrule, mode: fields.recurrence.mode } : null;
+  if (JSON.stringify(rec) !== JSON.stringify(mine)) patch.recurrence = fields.recurrence;
+  const rem = (list) => JSON.stringify(list.map((r) => [r.id || null, r.before || null, r.at ? new Date(r.at).getTime() : null]));
+  if (rem(fields.reminders) !== rem(task.reminders)) patch.reminders = fields.reminders;
+  return patch;
+}
+
+async function saveTask(event) {
+  event.preventDefault();
+  const task = detail.task;
+  const patch = diff(task, formFields());
+  if (Object.keys(patch).length === 0) {
+    detailMessage('Nothing changed.');
+    return;
+  }
+  await sendPatch(task, patch);
+}
+
+/** PATCH with `If-Match` on the version the edit started from. Optimistic: the list shows
+ * the new title at once; a 412 puts the saved version back and asks. */
+async function sendPatch(base, patch) {
+  detailMessage('');
+  const row = document.querySelector(`#tasks li[data-id="${CSS.escape(base.id)}"] .task-title`);
+  if (row && patch.title) row.textContent = patch.title;
+  try {
+    const saved = await api('PATCH', `/tasks/${base.id}`, patch, { 'If-Match': `"${base.version}"` });
+    detail.pending = null;
+    $('conflict').hidden = true;
+    fillForm(saved);
+    detailMessage('Saved.');
+    await Promise.all([loadTasks(), loadSeries(saved), loadHistory(saved.id)]);
+  } catch (e) {
+    if (e.status === 412) {
+      await showConflict(base, patch);
+    } else {
+      if (row) row.textContent = base.title;
+      detailMessage(e.message);
+    }
+  }
+}
+
+const FIELD_NAMES = {
+  title: 'Title', description: 'Description', due_at: 'Due', priority: 'Priority',
+  tags: 'Tags', recurrence: 'Repeats', reminders: 'Reminders',
+};
+
+async function showConflict(base, patch) {
+  let newer;
+  try {
+    newer = await api('GET', `/tasks/${base.id}`);
+  } catch (e) {
+    detailMessage(e.message);
+    return;
+  }
+  const row = document.querySelector(`#tasks li[data-id="${CSS.escape(base.id)}"] .task-title`);
+  if (row) row.textContent = newer.title;
+  detail.pending = { newer, patch };
+  $('conflict-text').textContent = `Someone saved version ${newer.version} of this task after you opened version ${base.version}. Your changes are not saved yet.`;
+  const rows = Object.keys(patch).map((field) => {
+    const tr = document.createElement('tr');
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.textContent = FIELD_NAMES[field] || field;
+    const theirs = document.createElement('td');
+    theirs.textContent = shortValue(field === 'reminders' ? newer.reminders.map(reminderWords) : newer[field]);
+    const yours = document.createElement('td');
+    yours.textContent = shortValue(field === 'reminders' ? patch.reminders.map(reminderWords) : patch[field]);
+    tr.append(th, theirs, yours);
+    return tr;
+  });
+  $('conflict-fields').replaceChildren(...rows);
+  $('conflict').hidden = false;
+  $('conflict-theirs').focus();
+}
+
+async function useTheirs() {
+  const p = detail.pending;
+  if (!p) return;
+  detail.pending = null;
+  $('conflict').hidden = true;
+  fillForm(p.newer);
+  detailMessage('Showing the saved version.');
+  $('edit-title').focus();
+  await loadHistory(p.newer.id);
+}
+
+async function keepMine() {
+  const p = detail.pending;
+  if (!p) return;
+  detail.task = p.newer;
+  await sendPatch(p.newer, p.patch);
+}
+
+async function loadSeries(task) {
+  const section = $('series');
+  if (!task.series_id) {
+    section.hidden = true;
+    return;
+  }
+  section.hidden = false;
+  $('series-words').textContent = '';
+  if (task.recurrence) {
+    try {
+      const p = await api('POST', '/recurrence/preview', {
+        rrule: task.recurrence.rrule, tz: task.recurrence.tz, start: task.occurrence, count: 1,
+      });
+      $('series-words').textContent = `Repeats ${p.description} (${task.recurrence.tz}).`;
+    } catch {
+      $('series-words').textContent = `Rule: ${task.recurrence.rrule}`;
+    }
+  } else {
+    $('series-words').textContent = 'This series no longer repeats.';
+  }
+  const next = (task.next_occurrences || []).map((t) => {
+    const li = document.createElement('li');
+    li.textContent = formatInstant(t);
+    return li;
+  });
+  if (next.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'None: the series has ended.';
+    next.push(li);
+  }
+  $('series-next').replaceChildren(...next);
+  let page;
+  try {
+    page = await api('GET', `/tasks?series_id=${task.series_id}&limit=50`);
+  } catch (e) {
+    detailMessage(e.message);
+    return;
+  }
+  $('series-instances').replaceChildren(...page.items.map((t) => {
+    const li = document.createElement('li');
+    const when = t.occurrence ? formatInstant(t.occurrence) : '';
+    li.textContent = `${when}: ${t.status}${t.id === task.id ? ' (this one)' : ''}`;
+    return li;
+  }));
+}
+
+async function loadHistory(id) {
+  let history;
+  try {
+    history = await api('GET', `/tasks/${id}/history`);
+  } catch (e) {
+    if (e.status !== 404) detailMessage(e.message);
+    $('history').replaceChildren();
+    return;
+  }
+  const rows = history.items.map((h) => {
+    const li = document.createElement('li');
+    li.append(span('task-title', `${EVENT_WORDS[h.event_type] || h.event_type}, ${formatInstant(h.occurred_at)} (version ${h.version})`));
+    if (h.changes.length) {
+      const ul = document.createElement('ul');
+      for (const c of h.changes) {
+        const item = document.createElement('li');
+        item.textContent = `${FIELD_NAMES[c.field] || c.field}: ${shortValue(c.old)} to ${shortValue(c.new)}`;
+        ul.append(item);
+      }
+      li.append(ul);
+    }
+    return li;
+  });
+  if (rows.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'Nothing recorded yet.';
+    rows.push(li);
+  }
+  $('history').replaceChildren(...rows);
+}
+
+/** A live entry about the task the dialog shows: an untouched form follows it; an edited
+ * one is left alone (saving it meets the 412 and asks). */
+async function detailFollows() {
+  const dialog = $('detail');
+  if (!dialog.open || !detail.task) return;
+  let task;
+  try {
+    task = await api('GET', `/tasks/${detail.task.id}`);
+  } catch (e) {
+    if (e.status === 404) detailMessage('This task was deleted elsewhere.');
+    return;
+  }
+  if (!detail.dirty && !detail.pending && task.version !== detail.task.version) fillForm(task);
+  await Promise.all([loadSeries(task), loadHistory(task.id)]);
 }
 
 // --- Inbox --------------------------------------------------------------------------------
@@ -314,6 +778,7 @@ async function connect() {
     source.addEventListener(kind, (e) => {
       seen(e);
       loadTasks();
+      detailFollows();
     });
   }
   for (const kind of INBOX_EVENTS) {
@@ -363,6 +828,45 @@ $('signup').addEventListener('click', () => {
 });
 $('logout').addEventListener('click', () => loggedOut(''));
 $('new-task').addEventListener('submit', createTask);
+$('due').addEventListener('change', newRecurrence.refresh);
+$('edit-form').addEventListener('submit', saveTask);
+$('edit-form').addEventListener('input', () => { detail.dirty = true; });
+$('edit-due').addEventListener('change', editRecurrence.refresh);
+$('detail-close').addEventListener('click', closeDetail);
+$('detail').addEventListener('close', () => {
+  detail.task = null;
+  detail.pending = null;
+  // Back where the dialog was opened from, for keyboard users.
+  if (detail.opener && document.contains(detail.opener)) detail.opener.focus();
+});
+$('conflict-theirs').addEventListener('click', useTheirs);
+$('conflict-mine').addEventListener('click', keepMine);
+$('edit-add-before').addEventListener('click', () => {
+  const n = Number.parseInt($('edit-remind-before').value, 10);
+  if (!(n > 0)) {
+    detailMessage('Minutes before: a whole number from 1.');
+    return;
+  }
+  if (!$('edit-due').value) {
+    detailMessage('A reminder "minutes before" needs a due date.');
+    return;
+  }
+  detail.reminders.push({ before: `PT${n}M` });
+  detail.dirty = true;
+  $('edit-remind-before').value = '';
+  renderReminders();
+});
+$('edit-add-at').addEventListener('click', () => {
+  const at = $('edit-remind-at').value;
+  if (!at) {
+    detailMessage('Pick a date and time for the reminder.');
+    return;
+  }
+  detail.reminders.push({ at: localToRfc3339(at) });
+  detail.dirty = true;
+  $('edit-remind-at').value = '';
+  renderReminders();
+});
 $('search-form').addEventListener('submit', (e) => {
   e.preventDefault();
   loadTasks();

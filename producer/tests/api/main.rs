@@ -17,6 +17,7 @@ mod inbox;
 mod list;
 mod observability;
 mod preferences;
+mod recurrence_preview;
 mod reminders;
 mod sse;
 mod tasks;

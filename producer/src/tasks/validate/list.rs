@@ -27,6 +27,8 @@ pub struct ListQuery {
     /// `due_at < due_before`.
     pub due_before: Option<DateTime<Utc>>,
     pub q: Option<String>,
+    /// Instances of this recurring series only (the web page's series view).
+    pub series_id: Option<uuid::Uuid>,
     pub limit: i64,
     pub cursor: Option<Cursor>,
 }
@@ -40,6 +42,7 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<Fie
         due_after: None,
         due_before: None,
         q: None,
+        series_id: None,
         limit: DEFAULT_LIMIT,
         cursor: None,
     };
@@ -84,6 +87,10 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<Fie
                     q.q = Some(t.to_owned());
                 }
             }
+            "series_id" => match uuid::Uuid::parse_str(value.trim()) {
+                Ok(id) => q.series_id = Some(id),
+                Err(_) => errors.push(FieldError::new("series_id", "must be a UUID")),
+            },
             "limit" => match parse_limit(value) {
                 Ok(n) => q.limit = n,
                 Err(e) => errors.push(e),
