@@ -155,7 +155,10 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
     );
     assert_eq!(words["custom_select"], "custom", "{words}");
     assert!(
-        words["invalid"].as_str().unwrap().contains("invalid RRULE"),
+        words["invalid"]
+            .as_str()
+            .unwrap()
+            .starts_with("rrule: invalid RRULE"),
         "{words}"
     );
     let badges = words["badges"].as_str().unwrap();
@@ -230,10 +233,31 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
         "{conflict}"
     );
     assert_eq!(conflict["b_sees"], true, "{conflict}");
+    let history: Vec<&str> = conflict["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(history[0].starts_with("Created"), "{history:?}");
+    assert!(
+        history[1].starts_with("Changed") && history[1].ends_with(" by B"),
+        "{history:?}"
+    );
+    assert!(
+        history[2].starts_with("Changed") && history[2].ends_with(" by A"),
+        "{history:?}"
+    );
 
     // axe-core on the log-in page, the task list, the inbox, the task dialog and the
     // conflict: no serious or critical violation.
     assert_eq!(report["axe"], serde_json::json!([]), "{:#}", report["axe"]);
+    assert_eq!(
+        report["axe_control"],
+        serde_json::json!(["image-alt"]),
+        "the audit finds a planted violation"
+    );
 
     assert_eq!(report["phone_overflow"], false, "wider than a phone");
     // No CSP violation, failed asset or script error anywhere; the only errors allowed are
@@ -247,7 +271,11 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
             let cut = text.contains("net::ERR_CONNECTION")
                 || text.contains("net::ERR_EMPTY_RESPONSE")
                 || text.contains("net::ERR_INCOMPLETE_CHUNKED_ENCODING");
-            !(e["page"] == "b" && cut)
+            // The broken rule typed on purpose: its preview is a 422.
+            let invalid_rule = e["page"] == "a" && text.contains("status of 422");
+            // The edit that met a newer version on purpose.
+            let stale = e["page"] == "a" && text.contains("status of 412");
+            !(e["page"] == "b" && cut) && !invalid_rule && !stale
         })
         .collect();
     assert!(errors.is_empty(), "{errors:?}");

@@ -108,13 +108,16 @@ async function audit(page, view) {
 }
 
 /** Desktop and phone-width screenshots of `page` as it is now, when asked for. */
-async function shoot(page, name) {
+async function shoot(page, name, focus) {
   if (!SHOTS) return;
   const size = page.viewportSize();
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await page.screenshot({ path: path.join(SHOTS, `${name}-desktop.png`) });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.screenshot({ path: path.join(SHOTS, `${name}-phone.png`) });
+  for (const [kind, width, height] of [['desktop', 1280, 900], ['phone', 390, 844]]) {
+    await page.setViewportSize({ width, height });
+    // Show `focus` (a part of the open dialog) rather than wherever the page was scrolled.
+    if (focus) await page.evaluate((sel) => document.querySelector(sel).scrollIntoView(), focus);
+    else await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: path.join(SHOTS, `${name}-${kind}.png`), fullPage: !focus });
+  }
   await page.setViewportSize(size);
 }
 
@@ -135,6 +138,8 @@ async function main() {
     args: ['--no-sandbox'],
   });
   const consoleErrors = [];
+  // B's proxy stays up to the end: B keeps making requests through it.
+  let proxyRef = null;
   const newPage = async (label) => {
     // One context each: separate pages as separate tabs/devices would be, nothing shared.
     const ctx = await browser.newContext({ viewport: { width: 390, height: 844 } });
@@ -162,6 +167,7 @@ async function main() {
     await session(a, alice, true);
     // B goes through the proxy (its own origin; the page only talks to its origin).
     const proxy = await startProxy();
+    proxyRef = proxy;
     const b = await newPage('b');
     await session(b, alice, false, proxy.url);
     const c = await newPage('c');
@@ -268,7 +274,6 @@ async function main() {
     const resumed = await b.locator('#tasks li .task-title', { hasText: missedTitle })
       .waitFor({ timeout: 30000 }).then(() => true, () => false);
     report.reconnect = { dropped, resumed, stream_urls: streamUrls };
-    proxy.close();
     step('reconnect');
 
     // 4. A reminder due in 3 s rings the bell in both of Alice's pages, not in Bob's.
@@ -347,7 +352,7 @@ async function main() {
     // The history fills in as the audit worker records the events; a live entry refreshes it.
     await a.locator('#history li', { hasText: 'Created' }).waitFor({ timeout: 30000 }).catch(() => {});
     report.history = await a.$$eval('#history > li', (els) => els.map((e) => e.textContent));
-    if (SHOTS) await shoot(a, 'task');
+    if (SHOTS) await shoot(a, 'task', '#series');
     report.axe = (await audit(a, 'task dialog'));
     await a.fill('#edit-remind-before', '15');
     await a.click('#edit-add-before');
@@ -386,11 +391,14 @@ async function main() {
     conflict.fields = await a.$$eval('#conflict-fields tr', (els) => els.map((e) => Array.from(e.children).map((c) => c.textContent)));
     conflict.focus = await a.evaluate(() => document.activeElement && document.activeElement.id);
     report.axe.push(...(await audit(a, 'conflict')));
-    if (SHOTS) await shoot(a, 'conflict');
+    if (SHOTS) await shoot(a, 'conflict', '#conflict');
     await a.click('#conflict-mine');
     await a.locator('#detail-message', { hasText: 'Saved.' }).waitFor({ timeout: 10000 });
     conflict.saved_title = await a.inputValue('#edit-title');
     conflict.b_sees = await row(b, `${editTitle} by A`).waitFor({ timeout: 10000 }).then(() => true, () => false);
+    // Both saves in the task's history, from the audit worker, shown live in the open dialog.
+    await a.locator('#history > li', { hasText: 'version 3' }).waitFor({ timeout: 30000 }).catch(() => {});
+    conflict.history = await a.$$eval('#history > li', (els) => els.map((e) => e.textContent));
     await a.keyboard.press('Escape');
     report.conflict = conflict;
     step('conflict');
@@ -398,14 +406,20 @@ async function main() {
     // 9. The other views: axe on the list and the inbox, and on a logged-out page.
     report.axe.push(...(await audit(a, 'tasks')));
     if (SHOTS) await shoot(a, 'tasks');
-    await a.focus('#bell');
-    await a.keyboard.press('Enter');
+    if (await a.isHidden('#inbox')) {
+      await a.focus('#bell');
+      await a.keyboard.press('Enter');
+    }
     await a.locator('#inbox').waitFor({ timeout: 10000 });
     report.axe.push(...(await audit(a, 'inbox')));
     const d = await newPage('d');
     await d.goto(`${api}/`);
     report.axe.push(...(await audit(d, 'log in')));
     if (SHOTS) await shoot(d, 'login');
+    // The audit's control: a page with a known critical violation (an image without text).
+    const e = await newPage('control');
+    await e.setContent('<!doctype html><html lang="en"><title>control</title><img src="data:,">');
+    report.axe_control = (await audit(e, 'control')).map((v) => v.id);
     step('accessibility');
 
     // 10. Phone width: nothing wider than the viewport.
@@ -413,6 +427,7 @@ async function main() {
   } catch (e) {
     report.error = String(e && e.stack ? e.stack : e);
   } finally {
+    if (proxyRef) proxyRef.close();
     report.console_errors = consoleErrors;
     await browser.close();
   }

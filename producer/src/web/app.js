@@ -46,7 +46,11 @@ async function api(method, path, body, extraHeaders) {
   }
   if (!resp.ok) {
     // problem+json answers carry a human-readable detail.
-    const detail = (json && (json.detail || json.title)) || `${resp.status} ${resp.statusText}`;
+    let detail = (json && (json.detail || json.title)) || `${resp.status} ${resp.statusText}`;
+    // A 422 names each invalid field: say which and why, not only "the request is invalid".
+    if (json && Array.isArray(json.errors) && json.errors.length) {
+      detail = json.errors.map((e) => `${e.field}: ${e.reason}`).join('; ');
+    }
     if (resp.status === 401 && state.token) {
       loggedOut('Your session has ended; please log in again.');
     }
@@ -648,7 +652,8 @@ async function loadHistory(id) {
   const rows = history.items.map((h) => {
     const li = document.createElement('li');
     li.append(span('task-title', `${EVENT_WORDS[h.event_type] || h.event_type}, ${formatInstant(h.occurred_at)} (version ${h.version})`));
-    if (h.changes.length) {
+    // A creation lists every field from "none": the task itself says that better.
+    if (h.changes.length && h.event_type !== 'TaskCreated') {
       const ul = document.createElement('ul');
       for (const c of h.changes) {
         const item = document.createElement('li');
