@@ -223,11 +223,7 @@ function recurrenceEditor(prefix, dueOf) {
       const p = await api('POST', '/recurrence/preview', body);
       if (ticket !== asked) return;
       words.textContent = `Repeats ${p.description} (${ZONE}).`;
-      next.replaceChildren(...p.next.slice(0, 3).map((t) => {
-        const li = document.createElement('li');
-        li.textContent = formatInstant(t);
-        return li;
-      }));
+      next.replaceChildren(...p.next.slice(0, 3).map((t) => item(formatInstant(t))));
     } catch (e) {
       if (ticket !== asked) return;
       input.setAttribute('aria-invalid', 'true');
@@ -295,6 +291,18 @@ function button(label, onClick, extra) {
   return b;
 }
 
+/** A list item holding `text`. */
+function item(text) {
+  const li = document.createElement('li');
+  li.textContent = text;
+  return li;
+}
+
+/** `rows`, or one item saying there is nothing. */
+function orEmpty(rows, text) {
+  return rows.length ? rows : [item(text)];
+}
+
 function span(className, text) {
   const s = document.createElement('span');
   s.className = className;
@@ -340,12 +348,7 @@ function renderTasks(items) {
     li.append(open, toggle, del);
     return li;
   });
-  if (rows.length === 0) {
-    const li = document.createElement('li');
-    li.textContent = 'No tasks.';
-    rows.push(li);
-  }
-  list.replaceChildren(...rows);
+  list.replaceChildren(...orEmpty(rows, 'No tasks.'));
   // A re-render after a live event must not throw a keyboard user's focus away.
   if (focused) {
     const again = list.querySelector(`[data-key="${CSS.escape(focused)}"]`);
@@ -454,12 +457,7 @@ function renderReminders() {
     }, `Remove reminder ${words}`));
     return li;
   });
-  if (rows.length === 0) {
-    const li = document.createElement('li');
-    li.textContent = 'No reminders.';
-    rows.push(li);
-  }
-  $('edit-reminders').replaceChildren(...rows);
+  $('edit-reminders').replaceChildren(...orEmpty(rows, 'No reminders.'));
 }
 
 /** The form as the task's fields, in the API's shapes. */
@@ -614,17 +612,8 @@ async function loadSeries(task) {
   } else {
     $('series-words').textContent = 'This series no longer repeats.';
   }
-  const next = (task.next_occurrences || []).map((t) => {
-    const li = document.createElement('li');
-    li.textContent = formatInstant(t);
-    return li;
-  });
-  if (next.length === 0) {
-    const li = document.createElement('li');
-    li.textContent = 'None: the series has ended.';
-    next.push(li);
-  }
-  $('series-next').replaceChildren(...next);
+  const next = (task.next_occurrences || []).map((t) => item(formatInstant(t)));
+  $('series-next').replaceChildren(...orEmpty(next, 'None: the series has ended.'));
   let page;
   try {
     page = await api('GET', `/tasks?series_id=${task.series_id}&limit=50`);
@@ -664,12 +653,7 @@ async function loadHistory(id) {
     }
     return li;
   });
-  if (rows.length === 0) {
-    const li = document.createElement('li');
-    li.textContent = 'Nothing recorded yet.';
-    rows.push(li);
-  }
-  $('history').replaceChildren(...rows);
+  $('history').replaceChildren(...orEmpty(rows, 'Nothing recorded yet.'));
 }
 
 /** A live entry about the task the dialog shows: an untouched form follows it; an edited
@@ -727,12 +711,7 @@ async function loadInbox() {
     }
     return li;
   });
-  if (rows.length === 0) {
-    const li = document.createElement('li');
-    li.textContent = 'Nothing here.';
-    rows.push(li);
-  }
-  $('notifications').replaceChildren(...rows);
+  $('notifications').replaceChildren(...orEmpty(rows, 'Nothing here.'));
 }
 
 function toggleInbox() {
