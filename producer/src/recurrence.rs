@@ -239,6 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example() {
+        let p = run(json!({
+            "rrule": "FREQ=MONTHLY;BYDAY=1MO",
+            "tz": "Europe/Berlin",
+            "start": "2027-01-04T09:00:00+01:00",
+            "count": 3,
+        }))
+        .expect("preview");
+        assert_eq!(p.description, "every month on the first Monday at 09:00");
+        let next: Vec<String> = p
+            .next
+            .iter()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect();
+        assert_eq!(
+            next,
+            [
+                "2027-02-01T08:00:00Z",
+                "2027-03-01T08:00:00Z",
+                "2027-04-05T07:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
     fn defaults_and_the_end_of_a_rule() {
         let p = run(json!({"rrule": "FREQ=DAILY;COUNT=3", "tz": "UTC"})).expect("preview");
         assert_eq!(p.start, now());
