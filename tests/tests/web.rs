@@ -166,6 +166,13 @@ async fn the_web_page_lists_creates_completes_live_and_rings_the_bell() {
         assert!(badges.contains(b), "{b} in {badges:?}");
     }
 
+    let filtered = words["filtered"].as_array().unwrap();
+    assert_eq!(filtered.len(), 1, "priority and tag filters: {words}");
+    assert!(
+        filtered[0].as_str().unwrap().starts_with("Standup "),
+        "{words}"
+    );
+
     let recurring = &report["recurring"];
     assert_eq!(recurring["next_in_a"], true, "{recurring}");
     assert_eq!(recurring["next_in_b"], true, "{recurring}");

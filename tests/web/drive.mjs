@@ -325,6 +325,17 @@ async function main() {
     await a.keyboard.press('Enter');
     await row(a, standup).waitFor({ timeout: 10000 });
     words.badges = await row(a, standup).locator('.meta').textContent();
+    // The list's filters: priority and tag narrow it to this task.
+    await a.selectOption('#filter-priority', 'high');
+    await a.fill('#filter-tag', '#daily');
+    await a.focus('#filter-tag');
+    await a.keyboard.press('Enter');
+    await row(a, title).waitFor({ state: 'detached', timeout: 10000 });
+    words.filtered = await taskTitles(a);
+    await a.selectOption('#filter-priority', '');
+    await a.fill('#filter-tag', '');
+    await a.keyboard.press('Enter');
+    await row(a, title).waitFor({ timeout: 10000 });
     report.words = words;
     step('recurrence words');
 

@@ -271,6 +271,10 @@ async function loadTasks() {
   if (show) params.set('status', show);
   const q = $('search').value.trim();
   if (q) params.set('q', q);
+  const priority = $('filter-priority').value;
+  if (priority) params.set('priority', priority);
+  const tag = $('filter-tag').value.trim().replace(/^#/, '');
+  if (tag) params.set('tag', tag);
   params.set('limit', '200');
   let page;
   try {
@@ -659,16 +663,18 @@ async function loadHistory(id) {
 /** A live entry about the task the dialog shows: an untouched form follows it; an edited
  * one is left alone (saving it meets the 412 and asks). */
 async function detailFollows() {
-  const dialog = $('detail');
-  if (!dialog.open || !detail.task) return;
+  const shown = detail.task;
+  if (!$('detail').open || !shown) return;
   let task;
   try {
-    task = await api('GET', `/tasks/${detail.task.id}`);
+    task = await api('GET', `/tasks/${shown.id}`);
   } catch (e) {
-    if (e.status === 404) detailMessage('This task was deleted elsewhere.');
+    if (e.status === 404 && detail.task === shown) detailMessage('This task was deleted elsewhere.');
     return;
   }
-  if (!detail.dirty && !detail.pending && task.version !== detail.task.version) fillForm(task);
+  // The dialog may have been closed, or have moved to another task, meanwhile.
+  if (detail.task !== shown) return;
+  if (!detail.dirty && !detail.pending && task.version !== shown.version) fillForm(task);
   await Promise.all([loadSeries(task), loadHistory(task.id)]);
 }
 
@@ -856,6 +862,7 @@ $('search-form').addEventListener('submit', (e) => {
   loadTasks();
 });
 $('show').addEventListener('change', loadTasks);
+$('filter-priority').addEventListener('change', loadTasks);
 $('bell').addEventListener('click', toggleInbox);
 $('read-all').addEventListener('click', async () => {
   try {
