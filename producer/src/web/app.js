@@ -479,7 +479,8 @@ function formFields() {
   return {
     title: $('edit-title').value.trim(),
     description: $('edit-description').value.trim() || null,
-    due_at: due ? localToRfc3339(due) : null,
+    // The field has minutes only: an untouched one keeps the stored instant (its seconds).
+    due_at: due ? (due === isoToLocalInput(detail.task.due_at) ? detail.task.due_at : localToRfc3339(due)) : null,
     priority: $('edit-priority').value,
     tags: parseTags($('edit-tags').value),
     recurrence,
