@@ -86,7 +86,7 @@ impl ReminderMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let pending = IntGauge::new(
             "taskflow_reminders_pending",
-            "Reminder timers armed and not yet fired (refreshed every few seconds).",
+            "Reminder timers armed and not yet fired (refreshed every 5 s; put off by up to a minute while a burst is firing).",
         )?;
         let fired = IntCounter::new(
             "taskflow_reminders_fired_total",
@@ -369,19 +369,31 @@ pub fn spawn_reminders_worker<D: Decoder>(
     })
 }
 
-/// Keeps the pending gauge current without putting a count on the firing path.
+/// Keeps the pending gauge current without putting a count on the firing path: every
+/// 5 s, except while this process is firing a burst, when the count (a scan of the whole
+/// agenda) would take CPU from the firing itself; it is put off then, by at most a minute.
 async fn refresh_pending(
     store: Arc<ReminderStore>,
     metrics: ReminderMetrics,
     shutdown: CancellationToken,
 ) {
+    const EVERY: Duration = Duration::from_secs(5);
+    const DEFER_AT_MOST: Duration = Duration::from_secs(60);
+    let mut counted = tokio::time::Instant::now();
     loop {
-        if let Ok(n) = store.pending().await {
-            metrics.pending.set(n);
+        let stale = counted.elapsed() >= DEFER_AT_MOST;
+        if stale || !store.firing_recently(Duration::from_secs(1)) {
+            if let Ok(n) = store.pending().await {
+                metrics.pending.set(n);
+            }
+            counted = tokio::time::Instant::now();
         }
+        let wait = EVERY
+            .saturating_sub(counted.elapsed())
+            .max(Duration::from_millis(500));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -714,7 +714,8 @@ impl Relay {
     }
 
     async fn encode(&self, row: &Row) -> Result<(String, Vec<u8>), RowFailure> {
-        let event = serde_json::from_value::<Event>(row.payload.clone())
+        // Deserialised from the borrowed tree: no deep copy of every payload.
+        let event = <Event as serde::Deserialize>::deserialize(&row.payload)
             .map_err(|e| RowFailure::Unencodable(format!("payload: {e}")))?;
         let bytes = self
             .codec

@@ -58,10 +58,17 @@ pub struct Fired {
 pub struct ReminderStore {
     pool: PgPool,
     topic: String,
+    /// When a pass last fired something (`Instant` of this process as nanoseconds since
+    /// `started`; 0 = never): [`Self::firing_recently`].
+    last_fired: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 /// A due timer with the task row as stored now (`task` is `None` without a row).
 struct DueRow {
+    /// Where the locked row version lies: the fired rows are updated by it, without a
+    /// primary-key descent each (the lock held keeps it where it is until the commit).
+    ctid: String,
     task_id: Uuid,
     timer: Timer,
     user_id: Uuid,
@@ -73,34 +80,45 @@ struct DueRow {
     task: Option<CurrentTask>,
 }
 
-type DueTuple = (
-    Uuid,
-    Uuid,
-    DateTime<Utc>,
-    Uuid,
-    String,
-    Option<DateTime<Utc>>,
-    i64,
-    Option<Uuid>,
-    String,
-    // The task row: status, deleted, due_at, title, reminders, updated_at, version.
-    Option<String>,
-    Option<bool>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<serde_json::Value>,
-    Option<DateTime<Utc>>,
-    Option<i64>,
-);
+/// One row of the firing query; the `k_` columns are the task row's, `None` without one.
+#[derive(sqlx::FromRow)]
+struct DueRecord {
+    ctid: String,
+    task_id: Uuid,
+    reminder_id: Uuid,
+    fire_at: DateTime<Utc>,
+    user_id: Uuid,
+    title: String,
+    due_at: Option<DateTime<Utc>>,
+    task_version: i64,
+    armed_by: Option<Uuid>,
+    correlation_id: String,
+    k_status: Option<String>,
+    k_deleted: Option<bool>,
+    k_due_at: Option<DateTime<Utc>>,
+    k_title: Option<String>,
+    /// Only when the task changed since the timer was set (see [`CurrentTask::reminders`]).
+    k_reminders: Option<serde_json::Value>,
+    k_updated_at: Option<DateTime<Utc>>,
+    k_version: Option<i64>,
+}
 
-fn due_row(t: DueTuple) -> DueRow {
-    let (task_id, reminder_id, fire_at, user_id, title, due_at, task_version, armed_by, corr) =
-        (t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8);
-    let task = match (t.9, t.10, t.12, t.14, t.15) {
+fn due_row(r: DueRecord) -> DueRow {
+    let task_id = r.task_id;
+    let task = match (
+        r.k_status,
+        r.k_deleted,
+        r.k_title,
+        r.k_updated_at,
+        r.k_version,
+    ) {
         (Some(status), Some(deleted), Some(title), Some(updated_at), Some(version)) => {
             // The API writes this JSON; if a row ever holds something else, the events the
             // worker applied are the better guide than a wedged agenda.
-            let reminders = match t.13.map(serde_json::from_value::<Vec<ReminderSpec>>) {
+            let reminders = match r
+                .k_reminders
+                .map(serde_json::from_value::<Vec<ReminderSpec>>)
+            {
                 None => Ok(None),
                 Some(Ok(r)) => Ok(Some(r)),
                 Some(Err(e)) => Err(e),
@@ -113,7 +131,7 @@ fn due_row(t: DueTuple) -> DueRow {
                         TaskStatus::Open
                     },
                     deleted,
-                    due_at: t.11,
+                    due_at: r.k_due_at,
                     title,
                     reminders,
                     updated_at,
@@ -129,25 +147,37 @@ fn due_row(t: DueTuple) -> DueRow {
         _ => None,
     };
     DueRow {
+        ctid: r.ctid,
         task_id,
         timer: Timer {
-            reminder_id,
-            fire_at,
+            reminder_id: r.reminder_id,
+            fire_at: r.fire_at,
             state: TimerState::Pending,
         },
-        user_id,
-        title,
-        due_at,
-        task_version,
-        armed_by,
-        correlation_id: corr,
+        user_id: r.user_id,
+        title: r.title,
+        due_at: r.due_at,
+        task_version: r.task_version,
+        armed_by: r.armed_by,
+        correlation_id: r.correlation_id,
         task,
     }
 }
 
 impl ReminderStore {
     pub fn new(pool: PgPool, topic: String) -> Self {
-        Self { pool, topic }
+        Self {
+            pool,
+            topic,
+            last_fired: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether a firing pass of this process fired something within `window`.
+    pub fn firing_recently(&self, window: std::time::Duration) -> bool {
+        let at = self.last_fired.load(std::sync::atomic::Ordering::Relaxed);
+        at != 0 && self.started.elapsed().as_nanos() < u128::from(at) + window.as_nanos()
     }
 
     /// Applies the task state after one event to the task's timers, in one transaction, if
@@ -239,13 +269,19 @@ impl ReminderStore {
         .await?)
     }
 
-    /// Pending timers (the gauge).
+    /// Pending timers (the gauge). A scan of the whole agenda (a million timers took
+    /// 0.2 s), kept to one process: a parallel plan would take every core of a small
+    /// machine for that long, from the firing it shares them with.
     pub async fn pending(&self) -> Result<i64, ReminderStoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM reminder_timers WHERE state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query_scalar("SELECT count(*) FROM reminder_timers WHERE state = 'pending'")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Fires up to `limit` timers due at `now`, oldest first, in one transaction: each is
@@ -259,12 +295,13 @@ impl ReminderStore {
         limit: i64,
     ) -> Result<Fired, ReminderStoreError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<DueTuple> = sqlx::query_as(
-            "SELECT t.task_id, t.reminder_id, t.fire_at, t.user_id, t.title, t.due_at, \
-                    t.task_version, t.armed_by, t.correlation_id, \
-                    k.status, k.deleted_at IS NOT NULL, k.due_at, k.title, \
-                    CASE WHEN k.version <> t.task_version THEN k.reminders END, \
-                    k.updated_at, k.version \
+        let rows: Vec<DueRecord> = sqlx::query_as(
+            "SELECT t.ctid::text AS ctid, t.task_id, t.reminder_id, t.fire_at, t.user_id, \
+                    t.title, t.due_at, t.task_version, t.armed_by, t.correlation_id, \
+                    k.status AS k_status, k.deleted_at IS NOT NULL AS k_deleted, \
+                    k.due_at AS k_due_at, k.title AS k_title, \
+                    CASE WHEN k.version <> t.task_version THEN k.reminders END AS k_reminders, \
+                    k.updated_at AS k_updated_at, k.version AS k_version \
              FROM reminder_timers t LEFT JOIN tasks k ON k.id = t.task_id \
              WHERE t.state = 'pending' AND t.fire_at <= $1 \
              ORDER BY t.fire_at \
@@ -284,6 +321,7 @@ impl ReminderStore {
             return Ok(out);
         }
         let mut fire = Keys::default();
+        let mut fire_ctids: Vec<String> = Vec::new();
         let mut fire_events = Vec::new();
         let mut cancel = Keys::default();
         let mut remove = Keys::default();
@@ -295,6 +333,7 @@ impl ReminderStore {
                 Decision::Fire => {
                     let event = reminder_due(&row, now);
                     fire.push(row.task_id, row.timer.reminder_id);
+                    fire_ctids.push(row.ctid);
                     fire_events.push(event);
                     out.fired.push(row.timer.fire_at);
                 }
@@ -308,19 +347,31 @@ impl ReminderStore {
             }
         }
         if !fire_events.is_empty() {
-            let ids: Vec<Uuid> = fire_events.iter().map(|e| e.metadata().event_id).collect();
-            sqlx::query(
-                "UPDATE reminder_timers t SET state = 'fired', fired_at = $3, fired_event = u.ev \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $4::uuid[]) AS u(task_id, reminder_id, ev) \
-                 WHERE t.task_id = u.task_id AND t.reminder_id = u.reminder_id",
-            )
-            .bind(&fire.tasks)
-            .bind(&fire.reminders)
-            .bind(now)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-            outbox::enqueue_many(&mut tx, &self.topic, &fire_events).await?;
+            // One statement, one round trip: mark the timers fired and insert their
+            // ReminderDue rows. Both counts must be the batch's, or nothing commits.
+            let rows = outbox::OutboxRows::new(&fire_events)?;
+            let (marked, queued): (i64, i64) = sqlx::query_as(fire_statement())
+                .bind(&self.topic)
+                .bind(&rows.ids)
+                .bind(&rows.keys)
+                .bind(&rows.types)
+                .bind(&rows.payloads)
+                .bind(&rows.traceparents)
+                .bind(now)
+                .bind(&fire_ctids)
+                .bind(&fire.tasks)
+                .bind(&fire.reminders)
+                .fetch_one(&mut *tx)
+                .await?;
+            let want = fire_events.len() as i64;
+            if marked != want || queued != want {
+                // Cannot happen while the rows stay locked; if it ever does, roll back
+                // rather than fire some timers without their events or the reverse.
+                return Err(sqlx::Error::Protocol(format!(
+                    "firing {want} timers marked {marked} fired and queued {queued} events"
+                ))
+                .into());
+            }
         }
         if !cancel.tasks.is_empty() {
             out.cancelled = set_state(&mut tx, &cancel, "cancelled").await?;
@@ -353,8 +404,36 @@ impl ReminderStore {
             .rows_affected() as usize;
         }
         tx.commit().await?;
+        if !out.fired.is_empty() {
+            let at = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.last_fired
+                .store(at.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(out)
     }
+}
+
+/// The firing statement: marks the timers fired (`$7` the instant, `$8`..`$10` each timer's
+/// row version and key, `$2` its event id) and inserts the events into the outbox
+/// ([`outbox::INSERT_MANY`], `$1`..`$6`); returns how many of each it wrote. The key is
+/// checked besides the row version, so a stale position can only miss (and the counts then
+/// refuse the batch), never mark another timer.
+fn fire_statement() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH fired AS ( \
+                 UPDATE reminder_timers t SET state = 'fired', fired_at = $7, fired_event = u.ev \
+                 FROM UNNEST($8::text[], $9::uuid[], $10::uuid[], $2::uuid[]) \
+                     AS u(tid, task_id, reminder_id, ev) \
+                 WHERE t.ctid = u.tid::tid AND t.task_id = u.task_id \
+                   AND t.reminder_id = u.reminder_id AND t.state = 'pending' \
+                 RETURNING 1), \
+             queued AS ({} RETURNING 1) \
+             SELECT (SELECT count(*) FROM fired), (SELECT count(*) FROM queued)",
+            outbox::INSERT_MANY
+        )
+    })
 }
 
 /// (task, reminder) pairs, as the two arrays `UNNEST` takes.
