@@ -178,6 +178,32 @@ function shortValue(v) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
+// --- Priorities: one list for the three selects that offer them ---------------------------
+
+const PRIORITIES = [['low', 'Low'], ['medium', 'Medium'], ['high', 'High'], ['urgent', 'Urgent']];
+
+/** Fills every `select[data-priorities]`; a non-empty attribute value is a first "no
+ * choice" option (the list filter's "Any"), otherwise medium is preselected. */
+function fillPriorities() {
+  for (const select of document.querySelectorAll('select[data-priorities]')) {
+    const none = select.dataset.priorities;
+    const choices = none ? [['', none], ...PRIORITIES] : PRIORITIES;
+    setOptions(select, choices, none ? '' : 'medium');
+  }
+}
+
+/** `select`'s options from `[value, label]` pairs, `selected` chosen by default. */
+function setOptions(select, pairs, selected) {
+  select.replaceChildren(...pairs.map(([value, label]) => {
+    const o = document.createElement('option');
+    o.value = value;
+    o.textContent = label;
+    o.defaultSelected = value === selected;
+    return o;
+  }));
+}
+fillPriorities();
+
 // --- Recurrence editor (the new-task form and the edit dialog share it) ---------------------
 
 const PRESETS = [
@@ -198,12 +224,7 @@ function recurrenceEditor(prefix, dueOf) {
   const input = $(`${prefix}rrule`);
   const words = $(`${prefix}rrule-words`);
   const next = $(`${prefix}rrule-next`);
-  select.replaceChildren(...PRESETS.map(([value, label]) => {
-    const o = document.createElement('option');
-    o.value = value;
-    o.textContent = label;
-    return o;
-  }));
+  setOptions(select, PRESETS, '');
   let timer = null;
   let asked = 0;
   words.textContent = 'Does not repeat.';
