@@ -15,7 +15,11 @@ use crate::{
     auth::{ReadTasks, Scoped},
     extract::JsonBody,
     problem::{ApiError, FieldError},
-    tasks::validate::{check_rrule, parse_instant, Rrule, Zone},
+    tasks::validate::{
+        check_rrule, parse_instant,
+        recurrence::{required_rrule, required_zone},
+        Zone,
+    },
 };
 
 /// The years a preview may start in: wide enough for any real task, and inside what the
@@ -60,28 +64,8 @@ pub fn parse_preview(body: &Value, now: DateTime<Utc>) -> Result<PreviewRequest,
             errors.push(FieldError::new(key.clone(), "unknown field"));
         }
     }
-    let rrule = match obj.get("rrule").and_then(Value::as_str).map(Rrule::parse) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("rrule", e));
-            None
-        }
-        None => {
-            errors.push(FieldError::new("rrule", "is required (a string)"));
-            None
-        }
-    };
-    let zone = match obj.get("tz").and_then(Value::as_str).map(Zone::parse) {
-        Some(Ok(z)) => Some(z),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("tz", e));
-            None
-        }
-        None => {
-            errors.push(FieldError::new("tz", "is required (an IANA time zone)"));
-            None
-        }
-    };
+    let rrule = required_rrule(obj, "rrule", &mut errors);
+    let zone = required_zone(obj, "tz", &mut errors);
     let start = match obj.get("start") {
         None | Some(Value::Null) => Some(now),
         Some(Value::String(s)) => match parse_instant(s) {

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use taskflow_schemas::{Recurrence, RecurrenceMode};
 
 use super::{instant::parse_instant, text::reject_nul};
@@ -100,38 +100,8 @@ pub fn parse_recurrence(v: &Value) -> Result<Option<Recurrence>, Vec<FieldError>
             ));
         }
     }
-    let rrule = match obj.get("rrule").and_then(Value::as_str) {
-        Some(s) => match Rrule::parse(s) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                errors.push(FieldError::new("recurrence.rrule", e));
-                None
-            }
-        },
-        None => {
-            errors.push(FieldError::new(
-                "recurrence.rrule",
-                "is required (a string)",
-            ));
-            None
-        }
-    };
-    let tz = match obj.get("tz").and_then(Value::as_str) {
-        Some(s) => match Zone::parse(s) {
-            Ok(z) => Some(z),
-            Err(e) => {
-                errors.push(FieldError::new("recurrence.tz", e));
-                None
-            }
-        },
-        None => {
-            errors.push(FieldError::new(
-                "recurrence.tz",
-                "is required (an IANA time zone)",
-            ));
-            None
-        }
-    };
+    let rrule = required_rrule(obj, "recurrence.rrule", &mut errors);
+    let tz = required_zone(obj, "recurrence.tz", &mut errors);
     let mode = match obj.get("mode") {
         None | Some(Value::Null) => Some(RecurrenceMode::FromDue),
         Some(Value::String(s)) if s == "from_due" => Some(RecurrenceMode::FromDue),
@@ -160,6 +130,37 @@ pub fn parse_recurrence(v: &Value) -> Result<Option<Recurrence>, Vec<FieldError>
         })),
         _ => Err(errors),
     }
+}
+
+/// `obj["rrule"]`, which must be a string [`Rrule::parse`] accepts; a problem is recorded
+/// under `field`.
+pub fn required_rrule(
+    obj: &Map<String, Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Rrule> {
+    let parsed = match obj.get("rrule").and_then(Value::as_str) {
+        Some(s) => Rrule::parse(s),
+        None => Err("is required (a string)".to_owned()),
+    };
+    parsed
+        .map_err(|e| errors.push(FieldError::new(field, e)))
+        .ok()
+}
+
+/// `obj["tz"]`, which must be an IANA zone name; a problem is recorded under `field`.
+pub fn required_zone(
+    obj: &Map<String, Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Zone> {
+    let parsed = match obj.get("tz").and_then(Value::as_str) {
+        Some(s) => Zone::parse(s),
+        None => Err("is required (an IANA time zone)".to_owned()),
+    };
+    parsed
+        .map_err(|e| errors.push(FieldError::new(field, e)))
+        .ok()
 }
 
 /// `exdates`: absent, null or an array of at most [`MAX_EXDATES`] RFC 3339 instants; stored
