@@ -240,6 +240,7 @@ impl TansuBroker {
             assert!(Instant::now() < deadline, "tansu did not start listening");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        add_missing_indexes(&self.dir.path().join("tansu.db")).await;
     }
 
     /// SIGKILL: nothing is flushed or handed over, the harshest stop.
@@ -249,6 +250,55 @@ impl TansuBroker {
             let _ = child.wait().await;
         }
     }
+}
+
+/// The indexes tansu 0.6.0's sqlite schema lacks (see `tests/tansu/indexes.sql`), added
+/// once tansu has created its tables. Without them every fetched record scans all headers
+/// the broker holds. Needs the `sqlite3` command (`.ci/run` installs it); without it the
+/// broker still works, only slower, and this says so on stderr.
+pub async fn add_missing_indexes(db: &std::path::Path) {
+    const SQL: &str = include_str!("../tansu/indexes.sql");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sqlite3(db, SQL).await;
+        match out {
+            Ok(o) if o.status.success() => return,
+            // tansu creates its tables right after it starts listening.
+            Ok(o) if Instant::now() < deadline => {
+                tracing::debug!(stderr = %String::from_utf8_lossy(&o.stderr), "tansu schema not ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(o) => panic!(
+                "adding indexes to {}: {}",
+                db.display(),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => {
+                eprintln!(
+                    "taskflow-tests: cannot run sqlite3 ({e}); tansu runs without the indexes of \
+                     tests/tansu/indexes.sql, and every fetch scans all stored headers"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `sql` (given on standard input: it starts with a comment, which the command line
+/// would take for an option) against the database file `db`.
+async fn sqlite3(db: &std::path::Path, sql: &str) -> std::io::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 5000"])
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(sql.as_bytes()).await?;
+    }
+    child.wait_with_output().await
 }
 
 impl TansuBroker {

@@ -66,3 +66,17 @@ pub async fn wait_for_counter(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// (sample count, sample sum) of histogram `name` over its series ((0, 0) when absent).
+pub fn histogram(registry: &prometheus::Registry, name: &str) -> (u64, f64) {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            let h = m.get_histogram();
+            (h.get_sample_count(), h.get_sample_sum())
+        })
+        .fold((0, 0.0), |(c, s), (c2, s2)| (c + c2, s + s2))
+}

@@ -217,6 +217,7 @@ struct RelayMetrics {
     parked: IntGauge,
     active: IntGauge,
     latency: Histogram,
+    batch: Histogram,
 }
 
 impl RelayMetrics {
@@ -260,6 +261,16 @@ impl RelayMetrics {
                     30.0, 60.0,
                 ]),
             )?,
+            batch: Histogram::with_opts(
+                HistogramOpts::new(
+                    "taskflow_outbox_batch_rows",
+                    "Rows handed to the producer per relay pass: the broker's cost is per \
+                     request as well as per record, so full batches are cheaper per event",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ]),
+            )?,
         };
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
@@ -267,6 +278,7 @@ impl RelayMetrics {
         registry.register(Box::new(m.parked.clone()))?;
         registry.register(Box::new(m.active.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
+        registry.register(Box::new(m.batch.clone()))?;
         Ok(m)
     }
 }
@@ -669,6 +681,7 @@ impl Relay {
 
         let mut delivered: Vec<i64> = Vec::with_capacity(encoded.len());
         if !encoded.is_empty() {
+            self.metrics.batch.observe(encoded.len() as f64);
             let outcome = self
                 .send_all(&mut tx, fence_conn, producer, &encoded, shutdown)
                 .await?;

@@ -246,9 +246,20 @@ pub async fn update(
     // version, and takes no row lock.
     let patch = parse_body(&body.value, false).map_err(ApiError::Validation)?;
     let mut tx = state.pool.begin().await?;
-    let current = lock_current(&mut tx, writer, id, if_match).await?;
+    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let now = instant_after(current.updated_at);
-    let fields = apply_patch(&current.fields, &patch, now).map_err(|e| match e {
+    // Some of the body's own faults (a rule that does not parse) show only against the
+    // task's due date: they are a 422 whatever version If-Match names, so they are found
+    // before the precondition. A conflict with the task's state is about the current
+    // version, which a stale If-Match has not seen: the 412 comes first.
+    let applied = apply_patch(&current.fields, &patch, now);
+    if let Err(PatchError::Invalid(errors)) = applied {
+        return Err(ApiError::Validation(errors));
+    }
+    check_precondition(if_match, current.version)?;
+    let fields = applied.map_err(|e| match e {
         PatchError::Invalid(errors) => ApiError::Validation(errors),
         PatchError::Conflict(errors) => ApiError::FieldConflict(errors),
     })?;

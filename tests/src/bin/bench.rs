@@ -4,14 +4,16 @@
 //! cargo run --release -p taskflow-tests --bin taskflow-bench -- api [N] [CONCURRENCY] [RATE]
 //! ```
 //!
-//! `api`: N task creates through HTTP with CONCURRENCY clients (creates/s;
-//! with RATE, requests start at that many per second instead of as fast as
-//! possible, to see latency below the broker's saturation point),
-//! then the latency from each event's `occurred_at` (stamped in the API's
-//! transaction) to its arrival at a plain consumer, p50/p99, while the relay
-//! publishes at that rate. For scale it runs a plain rdkafka producer and
-//! consumer at the same rate on the same broker, since the test broker
-//! (tansu) is much slower than Redpanda and absolute numbers mislead.
+//! `api`: N task creates through HTTP with CONCURRENCY clients, with the relay publishing
+//! every event to the broker meanwhile (creates/s, after 1,000 warm-up creates), how long
+//! after the last answer the broker had acknowledged every event, and pgbench running the
+//! API's create transaction (task row + outbox row) at the same concurrency, without and
+//! with a `pg_notify`, with creates/s as a share of it. No consumer reads during that load
+//! (pgbench runs alone too); one reads every event afterwards. With RATE, requests start
+//! at that many per second instead, and a consumer measures the latency from each event's
+//! `occurred_at` (stamped in the API's transaction) to its arrival, p50/p99, next to a
+//! plain rdkafka producer and consumer at the same rate on the same broker, since the
+//! test broker (tansu) is much slower than Redpanda and absolute numbers mislead.
 //!
 //! ```sh
 //! cargo build --release -p taskflow-workers --bins
@@ -33,9 +35,7 @@
 //! rows/s, next to a plain idempotent producer sending the same encoded
 //! bytes; then rows committed one at a time at RATE/s (default 200) with the
 //! in-process wake-up, commit -> consumer receipt p50/p99 next to the plain
-//! producer paced the same. `api` also runs pgbench with the API's create
-//! transaction (task row + outbox row) at the same concurrency, without and
-//! with a `pg_notify`, and prints creates/s as a share of it.
+//! producer paced the same.
 //!
 //! `audit-rss [EVENTS] [DESCRIPTION_BYTES]`: the audit worker's peak RSS with 12
 //! partitions of backlog, bounded prefetch versus librdkafka's defaults (see `bench/rss.rs`).
@@ -82,11 +82,11 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     ClientConfig,
 };
-use serde_json::json;
 use taskflow_tests::{
     broker::{create_topic, Collector, TansuBroker},
     db,
     events::{produce, producer, task_events},
+    metrics::histogram,
     registry::registry_url,
     system::TestSystem,
     unique,
@@ -168,6 +168,65 @@ pub(crate) fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
+/// Creates sent before the figure of an unpaced `api` run starts: the pool opens its
+/// connections and fills its statement caches, as pgbench's connections are open before it
+/// counts.
+const API_WARMUP: usize = 1000;
+
+/// `n` creates through HTTP, `concurrency` at a time, optionally started at `pace` per
+/// second; the HTTP statuses in order of completion.
+async fn send_creates(
+    sys: &TestSystem,
+    token: &str,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    pace: Option<f64>,
+) -> Vec<u16> {
+    let started = Instant::now();
+    let first = range.start;
+    stream::iter(range)
+        .map(|i| async move {
+            if let Some(per_sec) = pace {
+                let slot = started + Duration::from_secs_f64((i - first) as f64 / per_sec);
+                tokio::time::sleep_until(slot.into()).await;
+            }
+            // The body is serialised up front, as pgbench's script is parsed once: the
+            // load generator should cost the machine as little as it can.
+            let body = format!(r#"{{"title":"bench {i}","priority":"high","tags":["bench"]}}"#);
+            sys.http
+                .post(format!("{}/tasks", sys.api))
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// Polls the outbox every 2 ms until the relay has had every row acknowledged; how long
+/// that took.
+async fn wait_outbox_empty(pool: &sqlx::PgPool) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(pool)
+            .await?;
+        if left == 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the relay left {left} rows unpublished for 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn bench_api(
     brokers: &str,
     n: usize,
@@ -178,34 +237,115 @@ async fn bench_api(
     create_topic(brokers, &topic, 6).await;
     let sys = TestSystem::start(brokers, &topic).await;
     let token = sys.user().await;
+    match pace {
+        Some(rate) => bench_api_latency(brokers, &sys, &token, n, concurrency, rate).await,
+        None => bench_api_throughput(brokers, sys, &token, n, concurrency).await,
+    }
+}
+
+/// Creates as fast as `concurrency` clients can, with the relay publishing every event
+/// to the broker meanwhile, next to pgbench running the same transaction.
+///
+/// No consumer reads during the load: pgbench runs alone, and a consumer is a reader of
+/// the broker, not part of the write path (on tansu every fetched record costs the
+/// broker SQL statements on these same two cores). Afterwards the run waits for the
+/// relay to have every event acknowledged, prints how long that took after the last
+/// answer, and a consumer reads every event from the topic.
+async fn bench_api_throughput(
+    brokers: &str,
+    sys: TestSystem,
+    token: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let warm = send_creates(&sys, token, 0..API_WARMUP, concurrency, None).await;
+    anyhow::ensure!(
+        warm.iter().all(|s| *s == 201),
+        "warm-up creates failed: {:?}",
+        warm.iter().find(|s| **s != 201)
+    );
+    wait_outbox_empty(&sys.db.pool).await?;
+
+    let batches_before = histogram(&sys.metrics, "taskflow_outbox_batch_rows");
+    let started = Instant::now();
+    let results = send_creates(&sys, token, API_WARMUP..API_WARMUP + n, concurrency, None).await;
+    let elapsed = started.elapsed();
+    let drained = wait_outbox_empty(&sys.db.pool).await?;
+    let batches_after = histogram(&sys.metrics, "taskflow_outbox_batch_rows");
+    let passes = batches_after.0 - batches_before.0;
+    let rows = batches_after.1 - batches_before.1;
+    let ok = results.iter().filter(|s| **s == 201).count();
+    let rate = ok as f64 / elapsed.as_secs_f64();
+    let rate_published = ok as f64 / (elapsed + drained).as_secs_f64();
+
+    let collector = Collector::new(brokers, &sys.topic);
+    let expected = API_WARMUP + ok;
+    let received = collector.collect(expected, Duration::from_secs(600)).await;
+
+    println!(
+        "taskflow-bench api: {n} creates, {concurrency} concurrent clients, as fast as possible \
+         (after {API_WARMUP} warm-up creates), broker {brokers}"
+    );
+    println!(
+        "  HTTP creates:                  {ok}/{n} answered 201 in {:.2} s = {rate:.0} creates/s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  relay: every event acknowledged by the broker {:.1} ms after the last answer \
+         ({rate_published:.0} creates/s counted to that moment)",
+        drained.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  relay: {passes} batches ({:.0}/s), {:.1} events per batch on average",
+        passes as f64 / (elapsed + drained).as_secs_f64(),
+        rows / passes.max(1) as f64
+    );
+    println!(
+        "  events on the topic afterwards: {} of {expected} (warm-up included)",
+        received.len()
+    );
+    drop(sys);
+    let secs = elapsed.as_secs().clamp(5, 30);
+    let pg = relay::pgbench_reference(concurrency, secs).await?;
+    println!("  pgbench, the same transaction, {concurrency} clients, {secs} s each:");
+    println!(
+        "    without NOTIFY:                {:.0} tps (pgbench's default simple protocol)",
+        pg.plain
+    );
+    println!("    with a NOTIFY inside:          {:.0} tps", pg.notify);
+    println!(
+        "    without NOTIFY, prepared:      {:.0} tps (-M prepared: parsed once, as the API's statements are)",
+        pg.prepared
+    );
+    println!(
+        "  HTTP creates/s / pgbench without NOTIFY: {:.2} (counted to the last acknowledgement: {:.2}; \
+         against -M prepared: {:.2})",
+        rate / pg.plain,
+        rate_published / pg.plain,
+        rate / pg.prepared
+    );
+    Ok(())
+}
+
+/// Creates started at `pace` per second, and the latency from each event's `occurred_at`
+/// (stamped in the API's transaction) to its arrival at a plain consumer, next to a plain
+/// rdkafka producer and consumer at the same rate on the same broker.
+async fn bench_api_latency(
+    brokers: &str,
+    sys: &TestSystem,
+    token: &str,
+    n: usize,
+    concurrency: usize,
+    pace: f64,
+) -> anyhow::Result<()> {
     // Consume while the load runs: arrival is stamped on receipt.
-    let collector = Collector::new(brokers, &topic);
+    let collector = Collector::new(brokers, &sys.topic);
     collector.wait_for_assignment(Duration::from_secs(60)).await;
     let collecting =
         tokio::spawn(async move { collector.collect(n, Duration::from_secs(600)).await });
 
     let started = Instant::now();
-    let results: Vec<u16> = stream::iter(0..n)
-        .map(|i| {
-            let (sys, token) = (&sys, &token);
-            async move {
-                if let Some(per_sec) = pace {
-                    let slot = started + Duration::from_secs_f64(i as f64 / per_sec);
-                    tokio::time::sleep_until(slot.into()).await;
-                }
-                sys.http
-                    .post(format!("{}/tasks", sys.api))
-                    .bearer_auth(token)
-                    .json(&json!({"title": format!("bench {i}"), "priority": "high", "tags": ["bench"]}))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let results = send_creates(sys, token, 0..n, concurrency, Some(pace)).await;
     let elapsed = started.elapsed();
     let ok = results.iter().filter(|s| **s == 201).count();
     let rate = ok as f64 / elapsed.as_secs_f64();
@@ -218,10 +358,9 @@ async fn bench_api(
     }
     let (p50, p99, max) = summary(latencies);
 
-    let paced = pace.map_or("as fast as possible".to_owned(), |r| {
-        format!("paced at {r:.0}/s")
-    });
-    println!("taskflow-bench api: {n} creates, {concurrency} concurrent clients, {paced}, broker {brokers}");
+    println!(
+        "taskflow-bench api: {n} creates, {concurrency} concurrent clients, paced at {pace:.0}/s, broker {brokers}"
+    );
     println!(
         "  HTTP creates:                  {ok}/{n} answered 201 in {:.2} s = {rate:.0} creates/s",
         elapsed.as_secs_f64()
@@ -236,18 +375,6 @@ async fn bench_api(
         p50 / b50,
         p99 / b99
     );
-    if pace.is_none() {
-        drop(sys);
-        let secs = elapsed.as_secs().clamp(5, 30);
-        let (without, with) = relay::pgbench_reference(concurrency, secs).await?;
-        println!("  pgbench, the same transaction, {concurrency} clients, {secs} s:");
-        println!("    without NOTIFY:                {without:.0} tps");
-        println!("    with a NOTIFY inside:          {with:.0} tps");
-        println!(
-            "  HTTP creates/s / pgbench without NOTIFY: {:.2}",
-            rate / without
-        );
-    }
     Ok(())
 }
 

@@ -182,10 +182,24 @@ pub(crate) async fn bench_relay(brokers: &str, n: usize, rate: f64) -> anyhow::R
     Ok(())
 }
 
+/// What pgbench did with the API's create transaction.
+pub(crate) struct PgbenchReference {
+    /// tps without a NOTIFY, pgbench's default (simple) protocol: the bar's reference.
+    pub plain: f64,
+    /// tps with a `pg_notify` inside the transaction.
+    pub notify: f64,
+    /// tps without a NOTIFY, `-M prepared`: each statement parsed once per connection,
+    /// as sqlx's cached statements are in the API.
+    pub prepared: f64,
+}
+
 /// pgbench running the API's create transaction (task row + outbox row) with
-/// `clients` clients for `secs` seconds, with and without a `pg_notify` in
-/// it. Returns (tps without, tps with).
-pub(crate) async fn pgbench_reference(clients: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
+/// `clients` clients for `secs` seconds: without a NOTIFY, with a `pg_notify` in
+/// it, and without one in prepared mode.
+pub(crate) async fn pgbench_reference(
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<PgbenchReference> {
     let target = db::fresh().await;
     let user = Uuid::now_v7();
     sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'x')")
@@ -194,7 +208,12 @@ pub(crate) async fn pgbench_reference(clients: usize, secs: u64) -> anyhow::Resu
         .execute(&target.pool)
         .await?;
     let sample = versioned(EventType::TaskCreated, Uuid::now_v7(), 1);
-    let payload = serde_json::to_string(&sample)?.replace('\'', "''");
+    // pgbench reads `:name` as a variable, and in prepared mode `"at":null` would become a
+    // parameter: a space after each key's colon keeps the JSON the same value. (No string
+    // in this sample event holds `":`.)
+    let payload = serde_json::to_string(&sample)?
+        .replace('\'', "''")
+        .replace("\":", "\": ");
     let body = format!(
         "BEGIN;
 INSERT INTO tasks (id, user_id, title, status, priority, tags, reminders, version, created_at, updated_at)
@@ -212,11 +231,20 @@ INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, tracepa
         &notify,
         format!("{body}SELECT pg_notify('taskflow_outbox', '');\nCOMMIT;\n"),
     )?;
-    let run = |script: std::path::PathBuf| {
+    let run = |script: std::path::PathBuf, mode: &'static str| {
         let url = target.url.clone();
         async move {
             let out = tokio::process::Command::new("pgbench")
-                .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T"])
+                .args([
+                    "-n",
+                    "-M",
+                    mode,
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    "2",
+                    "-T",
+                ])
                 .arg(secs.to_string())
                 .arg("-f")
                 .arg(&script)
@@ -236,9 +264,11 @@ INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, tracepa
                 .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
         }
     };
-    let without = run(plain).await?;
-    let with = run(notify).await?;
-    Ok((without, with))
+    Ok(PgbenchReference {
+        plain: run(plain.clone(), "simple").await?,
+        notify: run(notify, "simple").await?,
+        prepared: run(plain, "prepared").await?,
+    })
 }
 
 /// Measures what the broker does with Kafka transactions: can a producer
