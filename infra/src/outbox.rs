@@ -80,15 +80,36 @@ pub async fn enqueue_many(
 /// The statement [`enqueue_many`] runs: `$1` the topic, `$2`..`$6` the arrays of an
 /// [`OutboxRows`]. Public so that a writer may run it as the last part of a statement of
 /// its own (`WITH ... INSERT ...`), saving a round trip; the rows are then exactly those
-/// [`enqueue_many`] would insert. WITH ORDINALITY + ORDER BY: ids follow the slice's order,
-/// so a task's rows keep theirs. Payloads travel as JSON text, which PostgreSQL parses into
-/// `jsonb` as it would a `jsonb` parameter.
+/// [`enqueue_many`] would insert (see [`insert_many_from`] for other parameter numbers).
+/// WITH ORDINALITY + ORDER BY: ids follow the slice's order, so a task's rows keep theirs.
+/// Payloads travel as JSON text, which PostgreSQL parses into `jsonb` as it would a
+/// `jsonb` parameter.
 pub const INSERT_MANY: &str = "INSERT INTO outbox \
          (event_id, topic, partition_key, event_type, payload, traceparent) \
      SELECT u.event_id, $1, u.partition_key, u.event_type, u.payload::jsonb, u.traceparent \
      FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
           WITH ORDINALITY AS u(event_id, partition_key, event_type, payload, traceparent, n) \
      ORDER BY u.n";
+
+/// [`INSERT_MANY`] with its parameters numbered from `$first` (the topic) to `$first+5`,
+/// for a statement whose earlier parameters are its own.
+pub fn insert_many_from(first: usize) -> String {
+    // Each `$n` read whole, so renumbering `$1` cannot touch a `$19` written for `$2`.
+    let mut sql = String::with_capacity(INSERT_MANY.len() + 8);
+    let mut rest = INSERT_MANY;
+    while let Some(at) = rest.find('$') {
+        sql.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => sql.push_str(&(first + n - 1).to_string()),
+            Err(_) => sql.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    sql.push_str(rest);
+    sql
+}
 
 /// The outbox rows of `events`, as the arrays [`INSERT_MANY`] takes.
 pub struct OutboxRows {
@@ -119,6 +140,18 @@ impl OutboxRows {
             rows.payloads
                 .push(serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
             rows.traceparents.push(traceparent_for(id));
+        }
+        Ok(rows)
+    }
+}
+
+impl OutboxRows {
+    /// The rows of one event whose `traceparent` is the caller's request's, when it is a
+    /// valid one (else derived from the event id, as [`enqueue`] does).
+    pub fn one(event: &Event, traceparent: Option<&str>) -> Result<Self, sqlx::Error> {
+        let mut rows = Self::new(std::slice::from_ref(event))?;
+        if let Some(tp) = traceparent.filter(|t| is_valid_traceparent(t)) {
+            rows.traceparents[0] = tp.to_owned();
         }
         Ok(rows)
     }
@@ -163,6 +196,18 @@ pub fn is_valid_traceparent(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_many_renumbers_every_parameter() {
+        assert_eq!(insert_many_from(1), INSERT_MANY);
+        let sql = insert_many_from(18);
+        for n in 18..=23 {
+            assert!(sql.contains(&format!("${n}")), "{sql}");
+        }
+        assert!(!sql.contains("$1,") && !sql.contains("$2::"), "{sql}");
+        assert!(!sql.contains("$24") && !sql.contains("$189"), "{sql}");
+        assert_eq!(sql.matches('$').count(), INSERT_MANY.matches('$').count());
+    }
 
     #[test]
     fn derived_traceparent_is_valid_and_unique() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{types::Json, FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use taskflow_infra::outbox;
 use taskflow_schemas::{Recurrence, ReminderSpec};
 use uuid::Uuid;
 
@@ -115,23 +116,44 @@ fn bind_columns<'q>(
         .bind(t.completed_at)
 }
 
-pub async fn insert_task(conn: &mut PgConnection, t: &Task) -> Result<(), TaskStoreError> {
-    bind_columns(
-        sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags, \
-         recurrence, reminders, version, completed_at, created_at, updated_at, series_id, \
-         occurrence, series_index) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        ),
-        t,
-    )
-    .bind(t.created_at)
-    .bind(t.updated_at)
-    .bind(t.series.map(|s| s.id))
-    .bind(t.series.map(|s| s.occurrence))
-    .bind(t.series.map(|s| s.index))
-    .execute(conn)
-    .await?;
+/// Inserts `t`, the series it starts (when it has one: a created task is its series' first
+/// instance) and the outbox rows of its events, as one statement: a create costs one
+/// round trip to PostgreSQL, and is atomic whether or not the caller has opened a
+/// transaction. The task's foreign key to its series holds because constraint checks run
+/// when the whole statement has inserted, not per sub-statement.
+pub async fn insert_task_with_events(
+    conn: &mut PgConnection,
+    t: &Task,
+    topic: &str,
+    events: &outbox::OutboxRows,
+) -> Result<(), TaskStoreError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH series_row AS ( \
+                 INSERT INTO series (id, user_id, dtstart) \
+                 SELECT $15, $2, $16 WHERE $15::uuid IS NOT NULL), \
+             task_row AS ( \
+                 INSERT INTO tasks ({TASK_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)) \
+             {}",
+            outbox::insert_many_from(18)
+        )
+    });
+    bind_columns(sqlx::query(sql), t)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .bind(t.series.map(|s| s.id))
+        .bind(t.series.map(|s| s.occurrence))
+        .bind(t.series.map(|s| s.index))
+        .bind(topic)
+        .bind(&events.ids)
+        .bind(&events.keys)
+        .bind(&events.types)
+        .bind(&events.payloads)
+        .bind(&events.traceparents)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -191,11 +191,14 @@ pub(crate) struct PgbenchReference {
     /// tps without a NOTIFY, `-M prepared`: each statement parsed once per connection,
     /// as sqlx's cached statements are in the API.
     pub prepared: f64,
+    /// tps of the API's own single-statement create (task, series when recurring, outbox
+    /// row in one `WITH ... INSERT`), `-M prepared`: the same round trips as the API.
+    pub statement: f64,
 }
 
 /// pgbench running the API's create transaction (task row + outbox row) with
 /// `clients` clients for `secs` seconds: without a NOTIFY, with a `pg_notify` in
-/// it, and without one in prepared mode.
+/// it, and without one in prepared mode; then the API's single statement, prepared.
 pub(crate) async fn pgbench_reference(
     clients: usize,
     secs: u64,
@@ -223,7 +226,30 @@ INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, tracepa
           '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
 "
     );
+    // What the API sends for a create without an Idempotency-Key since it became one
+    // statement (`insert_task_with_events` in producer/src/tasks/store.rs), values inlined.
+    let statement = format!(
+        "WITH series_row AS (
+  INSERT INTO series (id, user_id, dtstart)
+  SELECT NULL::uuid, '{user}'::uuid, NULL::timestamptz WHERE NULL::uuid IS NOT NULL),
+task_row AS (
+  INSERT INTO tasks (id, user_id, title, description, status, due_at, priority, tags,
+                     recurrence, reminders, version, completed_at, created_at, updated_at,
+                     series_id, occurrence, series_index)
+  VALUES (gen_random_uuid(), '{user}', 'bench', NULL, 'open', NULL, 'high', '{{bench}}',
+          NULL, '[]', 1, NULL, now(), now(), NULL, NULL, NULL))
+INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, traceparent)
+SELECT u.event_id, 'bench', u.partition_key, u.event_type, u.payload::jsonb, u.traceparent
+FROM UNNEST(ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()::text], ARRAY['TaskCreated'],
+            ARRAY['{payload}'],
+            ARRAY['00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'])
+     WITH ORDINALITY AS u(event_id, partition_key, event_type, payload, traceparent, n)
+ORDER BY u.n;
+"
+    );
     let dir = tempfile::tempdir()?;
+    let one_statement = dir.path().join("create_statement.sql");
+    std::fs::write(&one_statement, statement)?;
     let plain = dir.path().join("create.sql");
     let notify = dir.path().join("create_notify.sql");
     std::fs::write(&plain, format!("{body}COMMIT;\n"))?;
@@ -268,6 +294,7 @@ INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, tracepa
         plain: run(plain.clone(), "simple").await?,
         notify: run(notify, "simple").await?,
         prepared: run(plain, "prepared").await?,
+        statement: run(one_statement, "prepared").await?,
     })
 }
 
