@@ -65,13 +65,7 @@ pub async fn enqueue_many(
     events: &[Event],
 ) -> Result<(), sqlx::Error> {
     let rows = OutboxRows::new(events)?;
-    sqlx::query(INSERT_MANY)
-        .bind(topic)
-        .bind(&rows.ids)
-        .bind(&rows.keys)
-        .bind(&rows.types)
-        .bind(&rows.payloads)
-        .bind(&rows.traceparents)
+    rows.bind(sqlx::query(INSERT_MANY), topic)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -146,6 +140,23 @@ impl OutboxRows {
 }
 
 impl OutboxRows {
+    /// Binds `topic` and the five arrays, in [`INSERT_MANY`]'s order, as the next six
+    /// parameters of `query`: `$1`..`$6` of [`INSERT_MANY`] itself, or wherever
+    /// [`insert_many_from`] put them in a statement that binds its own parameters first.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        topic: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(topic)
+            .bind(&self.ids)
+            .bind(&self.keys)
+            .bind(&self.types)
+            .bind(&self.payloads)
+            .bind(&self.traceparents)
+    }
+
     /// The rows of one event whose `traceparent` is the caller's request's, when it is a
     /// valid one (else derived from the event id, as [`enqueue`] does).
     pub fn one(event: &Event, traceparent: Option<&str>) -> Result<Self, sqlx::Error> {

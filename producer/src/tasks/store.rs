@@ -140,20 +140,13 @@ pub async fn insert_task_with_events(
             outbox::insert_many_from(18)
         )
     });
-    bind_columns(sqlx::query(sql), t)
+    let query = bind_columns(sqlx::query(sql), t)
         .bind(t.created_at)
         .bind(t.updated_at)
         .bind(t.series.map(|s| s.id))
         .bind(t.series.map(|s| s.occurrence))
-        .bind(t.series.map(|s| s.index))
-        .bind(topic)
-        .bind(&events.ids)
-        .bind(&events.keys)
-        .bind(&events.types)
-        .bind(&events.payloads)
-        .bind(&events.traceparents)
-        .execute(conn)
-        .await?;
+        .bind(t.series.map(|s| s.index));
+    events.bind(query, topic).execute(conn).await?;
     Ok(())
 }
 

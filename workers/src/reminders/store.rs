@@ -2,7 +2,7 @@
 //! firing a batch of due timers. The reasoning is in the parent module's header.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row as _};
 use taskflow_infra::outbox;
 use taskflow_schemas::{Event, EventMetadata, ReminderDue, ReminderSpec, TaskStatus};
 use uuid::Uuid;
@@ -350,19 +350,15 @@ impl ReminderStore {
             // One statement, one round trip: mark the timers fired and insert their
             // ReminderDue rows. Both counts must be the batch's, or nothing commits.
             let rows = outbox::OutboxRows::new(&fire_events)?;
-            let (marked, queued): (i64, i64) = sqlx::query_as(fire_statement())
-                .bind(&self.topic)
-                .bind(&rows.ids)
-                .bind(&rows.keys)
-                .bind(&rows.types)
-                .bind(&rows.payloads)
-                .bind(&rows.traceparents)
+            let counts = rows
+                .bind(sqlx::query(fire_statement()), &self.topic)
                 .bind(now)
                 .bind(&fire_ctids)
                 .bind(&fire.tasks)
                 .bind(&fire.reminders)
                 .fetch_one(&mut *tx)
                 .await?;
+            let (marked, queued): (i64, i64) = (counts.try_get(0)?, counts.try_get(1)?);
             let want = fire_events.len() as i64;
             if marked != want || queued != want {
                 // Cannot happen while the rows stay locked; if it ever does, roll back
