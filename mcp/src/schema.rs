@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use schemars::{JsonSchema, Schema};
 use serde_json::Value;
+use taskflow_producer::recurrence::MAX_PREVIEW;
 use taskflow_producer::tasks::validate::{
     DESCRIPTION_MAX_CHARS, MAX_LIMIT, MAX_REMINDERS, MAX_TAGS, Q_MAX_CHARS, RRULE_MAX_CHARS,
     TAG_MAX_CHARS, TITLE_MAX_CHARS,
@@ -348,4 +349,33 @@ pub struct Deleted {
     pub id: String,
     /// Always true.
     pub deleted: bool,
+}
+
+/// Arguments of `preview_recurrence`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRecurrence {
+    /// RRULE value, at most hourly, e.g. `FREQ=WEEKLY;BYDAY=MO,WE`.
+    #[schemars(length(min = 1, max = RRULE_MAX_CHARS))]
+    pub rrule: String,
+    /// IANA time zone the rule's wall-clock times are in, e.g. `Europe/Berlin`.
+    pub tz: String,
+    /// The first occurrence, as a task's `due_at` would be (RFC 3339 with an offset);
+    /// now when absent or null.
+    #[schemars(extend("format" = "date-time"))]
+    pub start: Option<String>,
+    /// How many occurrences to list (default 5).
+    #[schemars(range(min = 1, max = MAX_PREVIEW))]
+    pub count: Option<u32>,
+}
+
+/// What a rule means: in words, and its next occurrences.
+#[derive(JsonSchema)]
+pub struct RecurrencePreview {
+    pub rrule: String,
+    /// The rule in plain English, e.g. "every Monday at 09:00" (in `tz`).
+    pub description: String,
+    pub start: DateTime<Utc>,
+    /// The occurrences after `start`, as instants.
+    pub next: Vec<DateTime<Utc>>,
 }

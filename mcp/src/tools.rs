@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// The tools this server offers.
-pub const TOOL_NAMES: [&str; 10] = [
+pub const TOOL_NAMES: [&str; 11] = [
     "create_task",
     "list_tasks",
     "get_task",
@@ -41,6 +41,7 @@ pub const TOOL_NAMES: [&str; 10] = [
     "delete_task",
     "list_notifications",
     "mark_notification_read",
+    "preview_recurrence",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,19 @@ pub fn list() -> Result<Vec<Tool>, ToolError> {
             input::<schema::NotificationRef>("mark_notification_read")?,
             schema_for_output::<schema::Notification>(),
             write(false, true),
+        ),
+        tool(
+            "preview_recurrence",
+            "Preview a recurrence rule",
+            "Check a repeat rule before putting it on a task: returns the rule in plain \
+             words (`description`) and its next `count` occurrences (default 5) after \
+             `start` (the task's due date; now if absent), as the recurrence worker will \
+             compute them in time zone `tz`, daylight-saving changes included. Show the \
+             user the words and dates to confirm. An invalid rule or zone is an error \
+             naming the field. Changes nothing.",
+            input::<schema::PreviewRecurrence>("preview_recurrence")?,
+            schema_for_output::<schema::RecurrencePreview>(),
+            read(),
         ),
     ])
 }
@@ -372,18 +386,18 @@ async fn dispatch(
             let mut r = ApiRequest::new(Method::POST, "/tasks".to_owned());
             r.body = Some(Value::Object(args));
             r.idempotency_key = key;
-            (r, Shape::Task)
+            (r, Shape::Body)
         }
         "list_tasks" => (
             ApiRequest::new(Method::GET, format!("/tasks{}", list_query(&args)?)),
-            Shape::Page,
+            Shape::Body,
         ),
         "get_task" => {
             let id = take_id(&mut args)?;
             reject_rest(&args)?;
             (
                 ApiRequest::new(Method::GET, format!("/tasks/{id}")),
-                Shape::Task,
+                Shape::Body,
             )
         }
         "update_task" => {
@@ -392,7 +406,7 @@ async fn dispatch(
             let mut r = ApiRequest::new(Method::PATCH, format!("/tasks/{id}"));
             r.body = Some(Value::Object(args));
             r.if_match = if_version;
-            (r, Shape::Task)
+            (r, Shape::Body)
         }
         "snooze_reminder" => {
             let id = take_id(&mut args)?;
@@ -418,30 +432,35 @@ async fn dispatch(
             // `for` / `until` go to the API as sent: its validation names the field.
             r.body = Some(Value::Object(args));
             r.if_match = if_version;
-            (r, Shape::Task)
+            (r, Shape::Body)
         }
         "list_notifications" => (
             ApiRequest::new(
                 Method::GET,
                 format!("/notifications{}", notification_query(&args)?),
             ),
-            Shape::Page,
+            Shape::Body,
         ),
         "mark_notification_read" => {
             let id = take_id(&mut args)?;
             reject_rest(&args)?;
             (
                 ApiRequest::new(Method::POST, format!("/notifications/{id}/read")),
-                Shape::Task,
+                Shape::Body,
             )
+        }
+        "preview_recurrence" => {
+            let mut r = ApiRequest::new(Method::POST, "/recurrence/preview".to_owned());
+            r.body = Some(Value::Object(args));
+            (r, Shape::Body)
         }
         "complete_task" | "reopen_task" | "delete_task" => {
             let id = take_id(&mut args)?;
             let if_version = take_if_version(&mut args)?;
             reject_rest(&args)?;
             let (method, path, shape) = match name {
-                "complete_task" => (Method::POST, format!("/tasks/{id}/complete"), Shape::Task),
-                "reopen_task" => (Method::POST, format!("/tasks/{id}/reopen"), Shape::Task),
+                "complete_task" => (Method::POST, format!("/tasks/{id}/complete"), Shape::Body),
+                "reopen_task" => (Method::POST, format!("/tasks/{id}/reopen"), Shape::Body),
                 _ => (Method::DELETE, format!("/tasks/{id}"), Shape::Deleted(id)),
             };
             let mut r = ApiRequest::new(method, path);
@@ -464,8 +483,8 @@ async fn dispatch(
 
 /// What a successful answer becomes.
 enum Shape {
-    Task,
-    Page,
+    /// The API's answer as it is (a task, a page, a preview).
+    Body,
     Deleted(Uuid),
 }
 
@@ -477,7 +496,7 @@ async fn send(
 ) -> Result<CallToolResult, CallToolResult> {
     match api.send(token, req).await {
         Ok(answer) => Ok(CallToolResult::structured(match shape {
-            Shape::Task | Shape::Page => answer.body,
+            Shape::Body => answer.body,
             Shape::Deleted(id) => json!({"id": id, "deleted": true}),
         })),
         Err(ApiError::Refused { status, problem }) => Err(problem_result(status.as_u16(), problem)),

@@ -129,6 +129,13 @@ async def main():
         steps["snooze_invalid"] = await call(s, "snooze_reminder", {
             "id": task_id, "reminder_id": reminder_id, "for": "ten minutes",
         })
+        steps["preview"] = await call(s, "preview_recurrence", {
+            "rrule": "FREQ=WEEKLY;BYDAY=MO", "tz": "Europe/Berlin",
+            "start": "2026-10-19T09:00:00+02:00", "count": 3,
+        })
+        steps["preview_invalid"] = await call(s, "preview_recurrence", {
+            "rrule": "FREQ=SOMETIMES", "tz": "Mars/Olympus_Mons",
+        })
         steps["notifications"] = await call(s, "list_notifications", {"limit": 10})
         steps["mark_read"] = await call(s, "mark_notification_read", {"id": cfg["notification_id"]})
         steps["mark_read_foreign"] = await call(s, "mark_notification_read", {"id": cfg["foreign_task_id"]})

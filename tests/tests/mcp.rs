@@ -187,7 +187,8 @@ async fn check(f: &Fixture, report: &Value) {
             "snooze_reminder",
             "delete_task",
             "list_notifications",
-            "mark_notification_read"
+            "mark_notification_read",
+            "preview_recurrence"
         ]
     );
     for t in tools {
@@ -247,6 +248,22 @@ async fn check(f: &Fixture, report: &Value) {
         (422, vec!["for".to_owned()])
     );
     assert_eq!(refused(report, "bad_id"), (422, vec!["id".to_owned()]));
+
+    // A rule in words and the occurrences after `start`, across the end of summer time in
+    // Berlin (25 October 2026): the start's 09:00 local was 07:00Z, the next ones are 08:00Z.
+    let preview = ok(report, "preview");
+    assert_eq!(preview["description"], "every Monday at 09:00", "{preview}");
+    assert_eq!(
+        preview["next"],
+        json!([
+            "2026-10-26T08:00:00Z",
+            "2026-11-02T08:00:00Z",
+            "2026-11-09T08:00:00Z"
+        ])
+    );
+    let (status, mut fields) = refused(report, "preview_invalid");
+    fields.sort();
+    assert_eq!((status, fields), (422, vec!["rrule".into(), "tz".into()]));
 
     // The inbox: the notification listed unread, then marked read; another's is a 404.
     let inbox = ok(report, "notifications");
