@@ -34,24 +34,10 @@ pub async fn enqueue(
     event: &Event,
     traceparent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let meta = event.metadata();
-    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let traceparent = traceparent
-        .filter(|t| is_valid_traceparent(t))
-        .map(str::to_owned)
-        .unwrap_or_else(|| traceparent_for(meta.event_id));
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(meta.event_id)
-    .bind(topic)
-    .bind(event.key())
-    .bind(event.event_type().as_str())
-    .bind(payload)
-    .bind(traceparent)
-    .execute(&mut *conn)
-    .await?;
+    let rows = OutboxRows::one(event, traceparent)?;
+    rows.bind(sqlx::query(INSERT_MANY), topic)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -137,9 +123,7 @@ impl OutboxRows {
         }
         Ok(rows)
     }
-}
 
-impl OutboxRows {
     /// Binds `topic` and the five arrays, in [`INSERT_MANY`]'s order, as the next six
     /// parameters of `query`: `$1`..`$6` of [`INSERT_MANY`] itself, or wherever
     /// [`insert_many_from`] put them in a statement that binds its own parameters first.

@@ -252,9 +252,7 @@ pub async fn update(
     // version, and takes no row lock.
     let patch = parse_body(&body.value, false).map_err(ApiError::Validation)?;
     let mut tx = state.pool.begin().await?;
-    let current = store::get_task_for_update(&mut tx, writer.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let current = lock_task(&mut tx, writer, id).await?;
     let now = instant_after(current.updated_at);
     // Some of the body's own faults (a rule that does not parse) show only against the
     // task's due date: they are a 422 whatever version If-Match names, so they are found
@@ -409,11 +407,20 @@ async fn lock_current(
     id: Uuid,
     if_match: Option<&IfMatch>,
 ) -> Result<Task, ApiError> {
-    let current = store::get_task_for_update(tx, writer.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let current = lock_task(tx, writer, id).await?;
     check_precondition(if_match, current.version)?;
     Ok(current)
+}
+
+/// Locks the caller's task for this transaction; another user's task is a 404.
+async fn lock_task(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    writer: &Writer,
+    id: Uuid,
+) -> Result<Task, ApiError> {
+    store::get_task_for_update(tx, writer.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 /// Writes `next` only if the row is still at `expected`: a writer that read
